@@ -1,0 +1,177 @@
+/// @file
+/// `kincir::Bytes`: an immutable, reference-counted byte buffer shared without copying.
+#pragma once
+
+#include <kincir/config.hpp>
+
+#include <algorithm>    // std::equal
+#include <atomic>       // std::atomic for the reference count
+#include <cstdint>      // std::uint8_t
+#include <cstring>      // std::memcpy
+#include <new>          // ::operator new for the single-allocation copy
+#include <span>         // std::span views
+#include <string>       // std::string adoption
+#include <string_view>  // std::string_view views
+#include <utility>      // std::exchange, std::move
+#include <vector>       // std::vector adoption
+
+namespace kincir {
+
+namespace detail {
+
+/// The shared owner of a buffer. Its concrete kinds (adopted vector, adopted string, inline copy)
+/// differ only in what `destroy` frees.
+struct BytesControl {
+  std::atomic<std::size_t> refs{1};
+  void (*destroy)(BytesControl*) noexcept;
+};
+
+template <class Container>
+struct AdoptedBytes final : BytesControl {
+  Container storage;
+
+  explicit AdoptedBytes(Container&& c) noexcept : storage(std::move(c)) {
+    destroy = [](BytesControl* self) noexcept { delete static_cast<AdoptedBytes*>(self); };
+  }
+};
+
+/// Header and bytes in one allocation, for `Bytes::copy_from`.
+struct InlineBytes final : BytesControl {
+  static InlineBytes* create(const std::uint8_t* data, std::size_t size) {
+    void* memory = ::operator new(sizeof(InlineBytes) + size);
+    auto* self = ::new (memory) InlineBytes;
+    if (size != 0) std::memcpy(self->bytes(), data, size);
+    return self;
+  }
+
+  std::uint8_t* bytes() noexcept { return reinterpret_cast<std::uint8_t*>(this + 1); }
+
+ private:
+  InlineBytes() noexcept {
+    destroy = [](BytesControl* self) noexcept {
+      static_cast<InlineBytes*>(self)->~InlineBytes();
+      ::operator delete(self);
+    };
+  }
+};
+
+}  // namespace detail
+
+/// An immutable byte buffer. Copies share the buffer (one atomic increment), moves are free,
+/// `slice` is a zero-copy view that keeps the buffer alive.
+///
+/// Thread safety: distinct `Bytes` objects may be used concurrently even when they share a
+/// buffer; one `Bytes` object is like any value (no concurrent writes).
+class Bytes {
+ public:
+  using value_type = std::uint8_t;
+  using const_iterator = const std::uint8_t*;
+
+  /// An empty buffer; no allocation.
+  Bytes() noexcept = default;
+
+  /// Adopts the vector's storage: no copy, one small allocation for the shared owner.
+  Bytes(std::vector<std::uint8_t>&& v) : Bytes(adopt(std::move(v))) {}  // NOLINT(google-explicit-constructor)
+
+  /// Adopts the string's storage: no copy of a heap-allocated string (a short string is
+  /// moved, which copies at most its small inline buffer).
+  Bytes(std::string&& s) : Bytes(adopt(std::move(s))) {}  // NOLINT(google-explicit-constructor)
+
+  /// Wraps bytes that outlive every copy (string literals, static tables): no allocation, no
+  /// reference counting.
+  static Bytes from_static(std::span<const std::uint8_t> data) noexcept {
+    return Bytes(data.data(), data.size(), nullptr);
+  }
+  static Bytes from_static(std::string_view data) noexcept {
+    return Bytes(reinterpret_cast<const std::uint8_t*>(data.data()), data.size(), nullptr);
+  }
+
+  /// Copies the bytes into a new buffer (one allocation holds both the count and the bytes).
+  static Bytes copy_from(std::span<const std::uint8_t> data) {
+    if (data.empty()) return {};
+    auto* control = detail::InlineBytes::create(data.data(), data.size());
+    return Bytes(control->bytes(), data.size(), control);
+  }
+  static Bytes copy_from(std::string_view data) {
+    return copy_from(std::span(reinterpret_cast<const std::uint8_t*>(data.data()), data.size()));
+  }
+
+  Bytes(const Bytes& other) noexcept : data_(other.data_), size_(other.size_), control_(other.control_) {
+    if (control_ != nullptr) control_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  Bytes(Bytes&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        control_(std::exchange(other.control_, nullptr)) {}
+
+  Bytes& operator=(const Bytes& other) noexcept {
+    Bytes(other).swap(*this);
+    return *this;
+  }
+
+  Bytes& operator=(Bytes&& other) noexcept {
+    Bytes(std::move(other)).swap(*this);
+    return *this;
+  }
+
+  ~Bytes() { release(); }
+
+  void swap(Bytes& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    std::swap(control_, other.control_);
+  }
+
+  [[nodiscard]] const std::uint8_t* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] const_iterator begin() const noexcept { return data_; }
+  [[nodiscard]] const_iterator end() const noexcept { return data_ + size_; }
+  [[nodiscard]] std::uint8_t operator[](std::size_t i) const noexcept { return data_[i]; }
+
+  [[nodiscard]] std::span<const std::uint8_t> span() const noexcept { return {data_, size_}; }
+  [[nodiscard]] std::string_view view() const noexcept { return {reinterpret_cast<const char*>(data_), size_}; }
+
+  /// A view of `[offset, offset + count)` sharing this buffer. Both are clamped to `size()`.
+  [[nodiscard]] Bytes slice(std::size_t offset, std::size_t count = static_cast<std::size_t>(-1)) const noexcept {
+    offset = offset < size_ ? offset : size_;
+    count = count < size_ - offset ? count : size_ - offset;
+    if (control_ != nullptr) control_->refs.fetch_add(1, std::memory_order_relaxed);
+    return Bytes(data_ + offset, count, control_);
+  }
+
+  /// Number of `Bytes` sharing this buffer; 0 for static or empty data. For tests and
+  /// diagnostics only: another thread may change it at any time.
+  [[nodiscard]] std::size_t use_count() const noexcept {
+    return control_ != nullptr ? control_->refs.load(std::memory_order_relaxed) : 0;
+  }
+
+  friend bool operator==(const Bytes& a, const Bytes& b) noexcept {
+    return a.size_ == b.size_ && (a.data_ == b.data_ || std::equal(a.begin(), a.end(), b.begin()));
+  }
+
+ private:
+  Bytes(const std::uint8_t* data, std::size_t size, detail::BytesControl* control) noexcept
+      : data_(data), size_(size), control_(control) {}
+
+  template <class Container>
+  static Bytes adopt(Container&& c) {
+    if (c.empty()) return {};
+    auto* control = new detail::AdoptedBytes<Container>(std::move(c));
+    return Bytes(reinterpret_cast<const std::uint8_t*>(control->storage.data()), control->storage.size(), control);
+  }
+
+  void release() noexcept {
+    // acq_rel: the last owner must see every other owner's reads finished before it frees.
+    if (control_ != nullptr && control_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) control_->destroy(control_);
+  }
+
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  detail::BytesControl* control_ = nullptr;
+};
+
+inline void swap(Bytes& a, Bytes& b) noexcept { a.swap(b); }
+
+}  // namespace kincir

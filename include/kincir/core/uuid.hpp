@@ -1,0 +1,189 @@
+/// @file
+/// `kincir::Uuid`: a 16-byte identifier with fast random (version 4) generation.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/error.hpp>
+
+#include <array>         // std::array storage
+#include <compare>       // operator<=>
+#include <cstdint>       // std::uint8_t, std::uint64_t
+#include <cstring>       // std::memcpy
+#include <functional>    // std::hash
+#include <ostream>       // operator<<
+#include <random>        // std::random_device for per-thread seeding
+#include <string>        // std::string
+#include <string_view>   // parse input
+#include <system_error>  // std::error_code
+
+#if KINCIR_HAS_FMT
+#include <fmt/format.h>  // fmt::formatter
+#endif
+
+namespace kincir {
+
+namespace detail {
+
+/// xoshiro256** (Blackman & Vigna, 2018): a small, fast generator with 256 bits of state.
+/// One per thread, seeded once from std::random_device, so ids cost no system call.
+class Xoshiro256 {
+ public:
+  explicit Xoshiro256(std::random_device& rd) noexcept {
+    for (auto& word : state_) word = (std::uint64_t{rd()} << 32) ^ rd();
+    if ((state_[0] | state_[1] | state_[2] | state_[3]) == 0) state_[0] = 1;  // all-zero is a fixed point
+  }
+
+  std::uint64_t operator()() noexcept {
+    const std::uint64_t result = rotl(state_[1] * 5, 7) * 9;
+    const std::uint64_t t = state_[1] << 17;
+    state_[2] ^= state_[0];
+    state_[3] ^= state_[1];
+    state_[1] ^= state_[2];
+    state_[0] ^= state_[3];
+    state_[2] ^= t;
+    state_[3] = rotl(state_[3], 45);
+    return result;
+  }
+
+ private:
+  static constexpr std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
+
+  std::uint64_t state_[4];
+};
+
+inline Xoshiro256& thread_generator() {
+  thread_local Xoshiro256 generator = [] {
+    std::random_device rd;
+    return Xoshiro256(rd);
+  }();
+  return generator;
+}
+
+constexpr int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace detail
+
+/// A UUID (RFC 4122 layout). Default-constructed it is the nil UUID (all zero).
+class Uuid {
+ public:
+  static constexpr std::size_t kStringLength = 36;
+
+  constexpr Uuid() noexcept = default;
+  constexpr explicit Uuid(const std::array<std::uint8_t, 16>& bytes) noexcept : bytes_(bytes) {}
+
+  /// A random version-4 UUID from a per-thread generator (no system call, no lock).
+  [[nodiscard]] static Uuid new_v4() noexcept {
+    auto& gen = detail::thread_generator();
+    const std::uint64_t hi = gen();
+    const std::uint64_t lo = gen();
+    Uuid id;
+    std::memcpy(id.bytes_.data(), &hi, 8);
+    std::memcpy(id.bytes_.data() + 8, &lo, 8);
+    id.bytes_[6] = static_cast<std::uint8_t>((id.bytes_[6] & 0x0F) | 0x40);  // version 4
+    id.bytes_[8] = static_cast<std::uint8_t>((id.bytes_[8] & 0x3F) | 0x80);  // variant 10xx
+    return id;
+  }
+
+  /// Parses the canonical form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (either case).
+  /// Sets `ec` to `errc::invalid_uuid` and returns the nil UUID on bad input.
+  [[nodiscard]] static Uuid parse(std::string_view text, std::error_code& ec) noexcept {
+    ec.clear();
+    Uuid id;
+    if (text.size() != kStringLength) {
+      ec = errc::invalid_uuid;
+      return {};
+    }
+    std::size_t pos = 0;
+    for (std::size_t i = 0; i < 16; ++i) {
+      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) {
+        if (text[pos] != '-') {
+          ec = errc::invalid_uuid;
+          return {};
+        }
+        ++pos;
+      }
+      const int hi = detail::hex_value(text[pos]);
+      const int lo = detail::hex_value(text[pos + 1]);
+      if (hi < 0 || lo < 0) {
+        ec = errc::invalid_uuid;
+        return {};
+      }
+      id.bytes_[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+      pos += 2;
+    }
+    return id;
+  }
+
+  /// Parses the canonical form; throws `kincir::Error` (`errc::invalid_uuid`) on bad input.
+  [[nodiscard]] static Uuid parse(std::string_view text) {
+    std::error_code ec;
+    Uuid id = parse(text, ec);
+    throw_if(ec, "Uuid::parse");
+    return id;
+  }
+
+  /// Writes the 36 lowercase characters of the canonical form to `out`.
+  void format_to(char* out) const noexcept {
+    constexpr char kHex[] = "0123456789abcdef";
+    for (std::size_t i = 0; i < 16; ++i) {
+      if (i == 4 || i == 6 || i == 8 || i == 10) *out++ = '-';
+      *out++ = kHex[bytes_[i] >> 4];
+      *out++ = kHex[bytes_[i] & 0x0F];
+    }
+  }
+
+  /// The canonical 36-character lowercase form.
+  [[nodiscard]] std::string to_string() const {
+    std::string s(kStringLength, '\0');
+    format_to(s.data());
+    return s;
+  }
+
+  [[nodiscard]] constexpr const std::array<std::uint8_t, 16>& bytes() const noexcept { return bytes_; }
+  [[nodiscard]] constexpr bool is_nil() const noexcept { return *this == Uuid{}; }
+  /// The version nibble (4 for `new_v4()`).
+  [[nodiscard]] constexpr int version() const noexcept { return bytes_[6] >> 4; }
+
+  friend constexpr bool operator==(const Uuid&, const Uuid&) noexcept = default;
+  friend constexpr auto operator<=>(const Uuid&, const Uuid&) noexcept = default;
+
+  friend std::ostream& operator<<(std::ostream& os, const Uuid& id) {
+    char buf[kStringLength];
+    id.format_to(buf);
+    return os.write(buf, kStringLength);
+  }
+
+ private:
+  std::array<std::uint8_t, 16> bytes_{};
+};
+
+}  // namespace kincir
+
+template <>
+struct std::hash<kincir::Uuid> {
+  std::size_t operator()(const kincir::Uuid& id) const noexcept {
+    // Random UUIDs are uniformly distributed already: fold the two halves.
+    std::uint64_t hi = 0;
+    std::uint64_t lo = 0;
+    std::memcpy(&hi, id.bytes().data(), 8);
+    std::memcpy(&lo, id.bytes().data() + 8, 8);
+    return static_cast<std::size_t>(hi ^ (lo * 0x9E3779B97F4A7C15ULL));
+  }
+};
+
+#if KINCIR_HAS_FMT
+template <>
+struct fmt::formatter<kincir::Uuid> : fmt::formatter<fmt::string_view> {
+  template <class FormatContext>
+  auto format(const kincir::Uuid& id, FormatContext& ctx) const {
+    char buf[kincir::Uuid::kStringLength];
+    id.format_to(buf);
+    return fmt::formatter<fmt::string_view>::format(fmt::string_view(buf, sizeof buf), ctx);
+  }
+};
+#endif

@@ -1,0 +1,13 @@
+/// @file
+/// Umbrella header: the core types and concepts (and, as they land, the in-memory broker).
+/// Needs only the standard library and Threads.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/ack.hpp>
+#include <kincir/core/bytes.hpp>
+#include <kincir/core/concepts.hpp>
+#include <kincir/core/error.hpp>
+#include <kincir/core/message.hpp>
+#include <kincir/core/metadata.hpp>
+#include <kincir/core/uuid.hpp>

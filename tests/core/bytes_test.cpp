@@ -1,0 +1,115 @@
+#include <kincir/core/bytes.hpp>
+
+#include <string>  // adoption from std::string
+#include <thread>  // sharing across threads
+#include <vector>  // adoption from std::vector
+
+#include "support/alloc_counter.hpp"
+#include "support/catch.hpp"
+
+using kincir::Bytes;
+using kincir::test::AllocScope;
+
+TEST_CASE("Bytes adopts a vector without copying its bytes", "[bytes]") {
+  std::vector<std::uint8_t> v(1024, 7);
+  const auto* original = v.data();
+  AllocScope scope;
+  Bytes b(std::move(v));
+  CHECK(b.data() == original);
+  CHECK(b.size() == 1024);
+  CHECK(scope.allocations() == 1);  // the shared owner only, never the 1 KiB
+}
+
+TEST_CASE("Bytes adopts a heap string without copying its bytes", "[bytes]") {
+  std::string s(200, 'x');
+  const auto* original = reinterpret_cast<const std::uint8_t*>(s.data());
+  Bytes b(std::move(s));
+  CHECK(b.data() == original);
+  CHECK(b.view() == std::string(200, 'x'));
+}
+
+TEST_CASE("Bytes keeps a short string's content", "[bytes]") {
+  Bytes b(std::string("hi"));
+  CHECK(b.view() == "hi");
+  CHECK(b.size() == 2);
+}
+
+TEST_CASE("Bytes::from_static neither allocates nor counts references", "[bytes]") {
+  static constexpr char kText[] = "static payload";
+  AllocScope scope;
+  Bytes b = Bytes::from_static(kText);
+  Bytes copy = b;
+  CHECK(scope.allocations() == 0);
+  CHECK(reinterpret_cast<const char*>(b.data()) == kText);
+  CHECK(copy.data() == b.data());
+  CHECK(b.use_count() == 0);
+}
+
+TEST_CASE("Bytes::copy_from copies into one allocation", "[bytes]") {
+  std::string source = "copied bytes";
+  AllocScope scope;
+  Bytes b = Bytes::copy_from(source);
+  CHECK(scope.allocations() == 1);
+  CHECK(b.view() == source);
+  CHECK(static_cast<const void*>(b.data()) != static_cast<const void*>(source.data()));
+  CHECK(Bytes::copy_from(std::string_view{}).empty());
+}
+
+TEST_CASE("Copies share the buffer and release it once", "[bytes]") {
+  AllocScope scope;
+  {
+    Bytes a = Bytes::copy_from(std::string_view("shared"));
+    Bytes b = a;
+    Bytes c;
+    c = b;
+    CHECK(a.use_count() == 3);
+    CHECK(b.data() == a.data());
+    Bytes d = std::move(c);
+    CHECK(c.empty());  // NOLINT(bugprone-use-after-move): moved-from state is documented empty
+    CHECK(a.use_count() == 3);
+  }
+  CHECK(scope.allocations() == scope.deallocations());
+}
+
+TEST_CASE("slice is a zero-copy view that keeps the buffer alive", "[bytes]") {
+  Bytes slice;
+  {
+    Bytes whole = Bytes::copy_from(std::string_view("hello world"));
+    slice = whole.slice(6, 5);
+    CHECK(slice.data() == whole.data() + 6);
+    CHECK(whole.use_count() == 2);
+  }
+  CHECK(slice.view() == "world");
+  CHECK(slice.use_count() == 1);
+  CHECK(slice.slice(3).view() == "ld");
+  CHECK(slice.slice(10).empty());              // offset clamped
+  CHECK(slice.slice(1, 99).view() == "orld");  // count clamped
+}
+
+TEST_CASE("Bytes equality compares contents", "[bytes]") {
+  CHECK(Bytes::copy_from(std::string_view("abc")) == Bytes(std::string("abc")));
+  CHECK_FALSE(Bytes::copy_from(std::string_view("abc")) == Bytes::copy_from(std::string_view("abd")));
+  CHECK(Bytes() == Bytes::from_static(std::string_view{}));
+}
+
+TEST_CASE("Bytes shared across threads is freed exactly once", "[bytes][concurrency]") {
+  const auto before = kincir::test::global_alloc_counts();
+  {
+    Bytes original = Bytes::copy_from(std::string_view("shared across threads"));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([original] {
+        for (int i = 0; i < 10'000; ++i) {
+          Bytes copy = original;
+          Bytes piece = copy.slice(7, 6);
+          if (piece.view() != "across") std::abort();
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    CHECK(original.use_count() == 1);
+  }
+  const auto after = kincir::test::global_alloc_counts();
+  // Every allocation made above (the buffer, thread state) has been freed again.
+  CHECK(after.allocations - before.allocations == after.deallocations - before.deallocations);
+}
