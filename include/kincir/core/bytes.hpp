@@ -156,7 +156,7 @@ class Bytes {
       : data_(data), size_(size), control_(control) {}
 
   template <class Container>
-  static Bytes adopt(Container&& c) {
+  static Bytes adopt(Container c) {
     if (c.empty()) return {};
     auto* control = new detail::AdoptedBytes<Container>(std::move(c));
     return Bytes(reinterpret_cast<const std::uint8_t*>(control->storage.data()), control->storage.size(), control);

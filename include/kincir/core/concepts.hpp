@@ -28,7 +28,7 @@ struct publish_handler_archetype {
   void operator()(std::error_code) const {}
 };
 struct receive_handler_archetype {
-  void operator()(std::error_code, Message) const {}
+  void operator()(std::error_code, Message) const {}  // NOLINT(performance-unnecessary-value-param): the signature
 };
 
 }  // namespace detail
