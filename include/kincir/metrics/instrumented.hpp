@@ -1,0 +1,308 @@
+/// @file
+/// `kincir::instrumented(x, collector)`: a decorator that records every publish, receive and
+/// settlement call of a publisher or subscriber, with its latency and errors, into a
+/// `MetricsCollector`, and models the same concepts as the object it wraps.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/concepts.hpp>
+#include <kincir/core/message.hpp>
+#include <kincir/metrics/collector.hpp>
+
+#include <bit>           // std::bit_ceil
+#include <chrono>        // timing calls
+#include <cstdint>       // std::uint32_t
+#include <span>          // batch settlement
+#include <string_view>   // topics
+#include <system_error>  // std::error_code
+#include <type_traits>   // std::remove_reference_t
+#include <utility>       // std::forward, std::move
+#include <vector>        // batches
+
+namespace kincir {
+
+/// How an instrumented object times its calls.
+struct InstrumentOptions {
+  /// Time one call in `time_every` (rounded up to a power of two); every call is still counted
+  /// and every error recorded, and total publish/receive time is extrapolated from the timed
+  /// calls. 1 (the default) times every call: exact totals, two clock reads per call.
+  std::uint32_t time_every = 1;
+};
+
+namespace detail::metrics {
+
+/// Per-thread call counter that decides which calls a sampling decorator times.
+inline constinit thread_local std::uint32_t tls_tick = 0;
+
+template <class S>
+struct HandleTypeOf {};
+template <class S>
+requires requires { typename S::handle_type; }
+struct HandleTypeOf<S> {
+  using handle_type = typename S::handle_type;
+};
+
+}  // namespace detail::metrics
+
+/// Wraps `T` (a reference to a publisher/subscriber for `instrumented(lvalue, ...)`, the object
+/// itself for `instrumented(rvalue, ...)`) and forwards every member of `Publisher`,
+/// `Subscriber` and `AckSubscriber` that `T` has, unchanged in results, errors and exceptions,
+/// recording into the collector:
+/// - a successful publish: `record_publish(latency, batch size)`;
+/// - a receive that returned a message: `record_receive(latency)`; `try_receive` and
+///   `receive_for` that return nothing are not counted;
+/// - `ack`/`nack` (and their batch forms): `record_ack`/`record_nack` with the number settled;
+/// - any call failing (error code set or exception thrown): `record_error()`.
+///
+/// Thread safety: that of `T`; the collector is safe from any thread.
+template <class T>
+class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>> {
+ public:
+  using inner_type = std::remove_reference_t<T>;
+
+  Instrumented(T&& inner, MetricsCollector& collector, InstrumentOptions options = {})
+      : inner_(std::forward<T>(inner)),
+        collector_(&collector),
+        mask_(std::bit_ceil(options.time_every == 0 ? 1U : options.time_every) - 1) {}
+
+  /// The wrapped object.
+  [[nodiscard]] inner_type& inner() noexcept { return inner_; }
+  [[nodiscard]] const inner_type& inner() const noexcept { return inner_; }
+  [[nodiscard]] MetricsCollector& collector() const noexcept { return *collector_; }
+
+  // --- Publisher ----------------------------------------------------------------------------
+
+  void publish(std::string_view topic, std::vector<Message>&& batch,
+               std::error_code& ec) requires Publisher<inner_type> {
+    const std::uint64_t n = batch.size();
+    const Stamp t = start();
+    inner_.publish(topic, std::move(batch), ec);
+    if (ec) {
+      collector_->record_error();
+      return;
+    }
+    finish_publish(t, n);
+  }
+
+  void publish(std::string_view topic, std::vector<Message>&& batch) requires Publisher<inner_type> {
+    const std::uint64_t n = batch.size();
+    const Stamp t = start();
+    try {
+      inner_.publish(topic, std::move(batch));
+    } catch (...) {
+      collector_->record_error();
+      throw;
+    }
+    finish_publish(t, n);
+  }
+
+  void publish(std::string_view topic, Message&& message, std::error_code& ec) requires Publisher<inner_type> {
+    const Stamp t = start();
+    inner_.publish(topic, std::move(message), ec);
+    if (ec) {
+      collector_->record_error();
+      return;
+    }
+    finish_publish(t, 1);
+  }
+
+  void publish(std::string_view topic, Message&& message) requires Publisher<inner_type> {
+    const Stamp t = start();
+    try {
+      inner_.publish(topic, std::move(message));
+    } catch (...) {
+      collector_->record_error();
+      throw;
+    }
+    finish_publish(t, 1);
+  }
+
+  // --- Subscriber ---------------------------------------------------------------------------
+
+  void subscribe(std::string_view topic, std::error_code& ec) requires Subscriber<inner_type> {
+    inner_.subscribe(topic, ec);
+    if (ec) collector_->record_error();
+  }
+
+  void subscribe(std::string_view topic) requires Subscriber<inner_type> {
+    guarded([&] { inner_.subscribe(topic); });
+  }
+
+  auto receive(std::error_code& ec) requires Subscriber<inner_type> {
+    const Stamp t = start();
+    auto message = inner_.receive(ec);
+    if (ec) {
+      collector_->record_error();
+    } else {
+      finish_receive(t);
+    }
+    return message;
+  }
+
+  auto receive() requires Subscriber<inner_type> {
+    const Stamp t = start();
+    auto message = guarded([&] { return inner_.receive(); });
+    finish_receive(t);
+    return message;
+  }
+
+  auto try_receive() requires Subscriber<inner_type> {
+    const Stamp t = start();
+    auto message = guarded([&] { return inner_.try_receive(); });
+    if (message) finish_receive(t);
+    return message;
+  }
+
+  template <class Rep, class Period>
+  auto receive_for(std::chrono::duration<Rep, Period> timeout) requires Subscriber<inner_type> {
+    const Stamp t = start();
+    auto message = guarded([&] { return inner_.receive_for(timeout); });
+    if (message) finish_receive(t);
+    return message;
+  }
+
+  // --- AckSubscriber ------------------------------------------------------------------------
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  auto receive_with_ack(std::error_code& ec) {
+    const Stamp t = start();
+    auto delivery = inner_.receive_with_ack(ec);
+    if (ec) {
+      collector_->record_error();
+    } else {
+      finish_receive(t);
+    }
+    return delivery;
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  auto receive_with_ack() {
+    const Stamp t = start();
+    auto delivery = guarded([&] { return inner_.receive_with_ack(); });
+    finish_receive(t);
+    return delivery;
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void ack(const typename S::handle_type& handle, std::error_code& ec) {
+    inner_.ack(handle, ec);
+    settled(ec, 1, true);
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void ack(const typename S::handle_type& handle) {
+    guarded([&] { inner_.ack(handle); });
+    collector_->record_ack();
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void nack(const typename S::handle_type& handle, bool requeue, std::error_code& ec) {
+    inner_.nack(handle, requeue, ec);
+    settled(ec, 1, false);
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void nack(const typename S::handle_type& handle, bool requeue) {
+    guarded([&] { inner_.nack(handle, requeue); });
+    collector_->record_nack();
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void ack_batch(std::span<const typename S::handle_type> handles, std::error_code& ec) {
+    inner_.ack_batch(handles, ec);
+    settled(ec, handles.size(), true);
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void ack_batch(std::span<const typename S::handle_type> handles) {
+    guarded([&] { inner_.ack_batch(handles); });
+    collector_->record_ack(handles.size());
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void nack_batch(std::span<const typename S::handle_type> handles, bool requeue, std::error_code& ec) {
+    inner_.nack_batch(handles, requeue, ec);
+    settled(ec, handles.size(), false);
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S>
+  void nack_batch(std::span<const typename S::handle_type> handles, bool requeue) {
+    guarded([&] { inner_.nack_batch(handles, requeue); });
+    collector_->record_nack(handles.size());
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  struct Stamp {
+    clock::time_point start;
+    bool timed;
+  };
+
+  Stamp start() const noexcept {
+    if (mask_ != 0 && (detail::metrics::tls_tick++ & mask_) != 0) return {clock::time_point{}, false};
+    return {clock::now(), true};
+  }
+
+  void finish_publish(const Stamp& t, std::uint64_t messages) const noexcept {
+    if (t.timed) {
+      collector_->record_publish(clock::now() - t.start, messages);
+    } else {
+      collector_->count_publish(messages);
+    }
+  }
+
+  void finish_receive(const Stamp& t) const noexcept {
+    if (t.timed) {
+      collector_->record_receive(clock::now() - t.start);
+    } else {
+      collector_->count_receive();
+    }
+  }
+
+  void settled(const std::error_code& ec, std::uint64_t n, bool ack) const noexcept {
+    if (ec) {
+      collector_->record_error();
+    } else if (ack) {
+      collector_->record_ack(n);
+    } else {
+      collector_->record_nack(n);
+    }
+  }
+
+  /// Runs `f`, recording an error if it throws; the exception propagates unchanged.
+  template <class F>
+  decltype(auto) guarded(F&& f) const {
+    try {
+      return std::forward<F>(f)();
+    } catch (...) {
+      collector_->record_error();
+      throw;
+    }
+  }
+
+  T inner_;
+  MetricsCollector* collector_;
+  std::uint32_t mask_;
+};
+
+/// Wraps a publisher and/or subscriber so that its calls are recorded into `collector`. An
+/// lvalue is wrapped by reference (it must outlive the wrapper), an rvalue is moved in. The
+/// collector must outlive the wrapper.
+template <class T>
+requires Publisher<std::remove_cvref_t<T>> || Subscriber<std::remove_cvref_t<T>> Instrumented<T> instrumented(
+    T&& inner, MetricsCollector& collector, InstrumentOptions options = {}) {
+  return Instrumented<T>(std::forward<T>(inner), collector, options);
+}
+
+}  // namespace kincir
