@@ -270,6 +270,7 @@ TEST_CASE("counts are exact under threads hammering one collector", "[metrics][c
   });
 
   std::vector<std::thread> workers;
+  workers.reserve(static_cast<std::size_t>(threads));
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
       for (std::uint64_t i = 0; i < kPerThread; ++i) {

@@ -73,6 +73,7 @@ class PlainSubscriber {
 
 std::vector<Message> make_batch(int n) {
   std::vector<Message> batch;
+  batch.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) batch.emplace_back(std::to_string(i));
   return batch;
 }

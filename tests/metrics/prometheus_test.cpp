@@ -71,7 +71,7 @@ std::string family_of(const std::map<std::string, Family>& families, const std::
   for (const char* suffix : {"_sum", "_count"}) {
     const std::string s(suffix);
     if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
-      const std::string base = name.substr(0, name.size() - s.size());
+      std::string base = name.substr(0, name.size() - s.size());
       auto it = families.find(base);
       if (it != families.end() && it->second.type == "summary") return base;
     }
