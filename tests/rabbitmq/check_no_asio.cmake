@@ -1,0 +1,20 @@
+# cmake -DDIR=<include/kincir/rabbitmq/amqp> -P check_no_asio.cmake
+# Fails if any header of the sans-I/O codec includes Asio (Debian installs Asio in /usr/include,
+# so a missing include path alone would not catch it).
+file(GLOB_RECURSE headers "${DIR}/*.hpp")
+if(NOT headers)
+  message(FATAL_ERROR "no headers found under ${DIR}")
+endif()
+set(offenders "")
+foreach(header IN LISTS headers)
+  file(STRINGS "${header}" lines REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"](asio|boost/asio)")
+  if(lines)
+    list(APPEND offenders "${header}: ${lines}")
+  endif()
+endforeach()
+if(offenders)
+  list(JOIN offenders "\n" text)
+  message(FATAL_ERROR "headers under ${DIR} include Asio:\n${text}")
+endif()
+list(LENGTH headers count)
+message(STATUS "${count} headers under ${DIR}, none includes Asio")
