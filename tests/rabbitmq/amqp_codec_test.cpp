@@ -132,6 +132,7 @@ TEST_CASE("field tables use RabbitMQ's type tags", "[amqp][table]") {
     const ByteVector i16{1, 'b', 's', 0xFF, 0xFE};              // i16 is s (the spec's table: U)
     const ByteVector i64{1, 'c', 'l', 0, 0, 0, 0, 0, 0, 0, 3};  // i64 is l (the spec's table: L)
     const ByteVector expected = amqp::test::concat({length, i32, i16, i64});
+    amqp::test::record_seed("field_table", expected);
     CHECK(bytes_of(out) == expected);
   }
   SECTION("every value type round-trips") {
@@ -157,6 +158,7 @@ TEST_CASE("field tables use RabbitMQ's type tags", "[amqp][table]") {
     };
     amqp::encode_field_table(t, out, ec);
     REQUIRE_FALSE(ec);
+    amqp::test::record_seed("field_table", bytes_of(out));
     std::size_t consumed = 0;
     auto decoded = amqp::decode_field_table(out.span(), ec, &consumed);
     REQUIRE_FALSE(ec);
@@ -187,6 +189,7 @@ TEST_CASE("field tables use RabbitMQ's type tags", "[amqp][table]") {
 TEST_CASE("field table decoding fails cleanly on hostile input", "[amqp][table]") {
   std::error_code ec;
   auto decode = [&ec](const ByteVector& in, amqp::FieldLimits limits = {}) {
+    amqp::test::record_seed("field_table", in);
     return amqp::decode_field_table(std::span<const std::uint8_t>(in), ec, nullptr, limits);
   };
 
@@ -398,6 +401,7 @@ TEST_CASE("basic properties: 14 flags from bit 15 down", "[amqp][properties]") {
   REQUIRE_FALSE(ec);
   CHECK(header.body_size == 1234);
   CHECK(header.properties == all);
+  amqp::test::record_frames_seed(amqp::test::header_frame(1, 1234, all));
 
   SECTION("only the properties that are set are encoded, in flag order") {
     amqp::ByteBuffer small;
@@ -445,6 +449,7 @@ TEST_CASE("publish splits bodies at frame_max - 8 without copying them", "[amqp]
   CHECK(out.size() == out.bytes().size() + body.size());
 
   const ByteVector wire = out.flatten();
+  amqp::test::record_frames_seed(wire);
   const auto frames = amqp::test::split_frames(wire);
   REQUIRE(frames.size() == 5);
   CHECK(frames[0].type == amqp::FrameType::method);

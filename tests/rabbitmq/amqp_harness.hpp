@@ -10,6 +10,9 @@
 #include "support/catch.hpp"
 
 #include <cstdint>       // std::uint8_t
+#include <cstdlib>       // std::getenv
+#include <filesystem>    // seed corpus directories
+#include <fstream>       // seed files
 #include <functional>    // std::function write checks
 #include <span>          // byte views
 #include <string_view>   // bodies
@@ -77,6 +80,29 @@ inline std::vector<Frame> split_frames(const ByteVector& bytes) {
   return frames;
 }
 
+/// With KINCIR_FUZZ_SEEDS set to a directory, saves `bytes` as a seed of fuzz corpus `corpus`
+/// (tests/fuzz/corpus/ is filled this way from the unit tests' conversations).
+inline void record_seed(const char* corpus, const ByteVector& bytes) {
+  const char* dir = std::getenv("KINCIR_FUZZ_SEEDS");  // NOLINT(concurrency-mt-unsafe): tests set no variables
+  if (dir == nullptr || bytes.empty()) return;
+  std::uint64_t hash = 14695981039346656037ULL;  // FNV-1a names the file after its content
+  for (auto b : bytes) hash = (hash ^ b) * 1099511628211ULL;
+  const auto path = std::filesystem::path(dir) / corpus;
+  std::filesystem::create_directories(path);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string name(16, '0');
+  for (int i = 15; i >= 0; --i, hash >>= 4) name[static_cast<std::size_t>(i)] = kHex[hash & 15];
+  std::ofstream(path / name, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// A frame_reader seed: a first byte choosing frame_max (1: 131072), then the frames.
+inline void record_frames_seed(const ByteVector& frames) {
+  ByteVector seed{1};
+  seed.insert(seed.end(), frames.begin(), frames.end());
+  record_seed("frame_reader", seed);
+}
+
 /// The transport failure injected by check_network_errors.
 inline std::error_code network_error() { return std::make_error_code(std::errc::connection_reset); }
 
@@ -113,7 +139,10 @@ class Conversation {
     for (int guard = 0; guard < 10000; ++guard) {
       const Action action = algo.resume(st, ev);
       if (action.kind == Action::Kind::done) {
-        if (fail_at >= steps_.size()) CHECK(step == steps_.size());
+        if (fail_at >= steps_.size()) {
+          CHECK(step == steps_.size());
+          record_seeds();
+        }
         return action.ec;
       }
       REQUIRE(step < steps_.size());
@@ -169,6 +198,15 @@ class Conversation {
   }
 
  private:
+  /// What the server sent, as fuzz seeds for the connection and the frame reader.
+  void record_seeds() const {
+    ByteVector reads;
+    for (const auto& s : steps_)
+      if (s.kind == Step::Kind::read) reads.insert(reads.end(), s.bytes.begin(), s.bytes.end());
+    record_seed("connection", reads);
+    record_frames_seed(reads);
+  }
+
   struct Step {
     enum class Kind { write, read, timeout } kind;
     ByteVector bytes;

@@ -68,6 +68,9 @@ void check_start_ok(const ByteVector& written) {
   CHECK(ok.mechanism == "PLAIN");
   CHECK(ok.response == std::string("\0user\0secret", 12));
   CHECK(ok.locale == "en_US");
+  amqp::ByteBuffer table;
+  amqp::encode_field_table(ok.client_properties, table, ec);
+  amqp::test::record_seed("field_table", amqp::test::to_vector(table.span()));
   REQUIRE(ok.client_properties.find("connection_name") != nullptr);
   CHECK(*ok.client_properties.find("connection_name")->get_if<std::string>() == "orders");
   const auto* caps = ok.client_properties.find("capabilities");
@@ -351,6 +354,16 @@ namespace {
 
 /// Feeds every frame in `bytes` to the channel and collects the actions that are not `none`.
 std::vector<Action> feed(amqp::ChannelState& st, const ByteVector& bytes, const kincir::Bytes* source = nullptr) {
+  amqp::test::record_frames_seed(bytes);
+  if (st.id == 1 && st.phase != amqp::ChannelPhase::opening) {
+    // The fuzzed client opens channel 1 after the handshake, then sees these frames.
+    amqp::ConnectionStart start = server_start("PLAIN");
+    amqp::test::record_seed(
+        "connection",
+        amqp::test::concat({amqp::test::method_frame(0, start), amqp::test::method_frame(0, server_tune()),
+                            amqp::test::method_frame(0, amqp::ConnectionOpenOk{}),
+                            amqp::test::method_frame(1, amqp::ChannelOpenOk{}), bytes}));
+  }
   std::vector<Action> actions;
   for (const auto& frame : amqp::test::split_frames(bytes)) {
     auto action = amqp::resume(st, Event::received(frame, source));
