@@ -1,0 +1,243 @@
+#include <kincir/batch/processor.hpp>
+
+#include "support/catch.hpp"
+
+#include <kincir/memory/broker.hpp>
+#include <kincir/memory/publisher.hpp>
+#include <kincir/memory/subscriber.hpp>
+
+#include <atomic>        // counting receives
+#include <chrono>        // timeouts
+#include <memory>        // std::make_shared
+#include <optional>      // receive_for results
+#include <stdexcept>     // a failing handler
+#include <stop_token>    // std::stop_source
+#include <string>        // payloads
+#include <system_error>  // std::error_code
+#include <thread>        // the processing thread
+#include <utility>       // std::move
+#include <vector>        // batches
+
+#include "test_doubles.hpp"
+
+using namespace std::chrono_literals;
+using kincir::BatchErrorPolicy;
+using kincir::BatchProcessor;
+using kincir::BatchProcessorOptions;
+using kincir::Message;
+using kincir::memory::InMemoryBroker;
+using kincir::memory::InMemoryPublisher;
+using kincir::test::text_message;
+
+namespace {
+
+std::shared_ptr<InMemoryBroker> make_broker() {
+  return std::make_shared<InMemoryBroker>(InMemoryBroker::with_default_config());
+}
+
+void publish_numbered(const std::shared_ptr<InMemoryBroker>& broker, int count, const std::string& topic = "t") {
+  InMemoryPublisher publisher(broker);
+  std::vector<Message> batch;
+  for (int i = 0; i < count; ++i) batch.push_back(text_message(std::to_string(i)));
+  publisher.publish(topic, std::move(batch));
+}
+
+std::vector<std::string> payloads_of(const std::vector<Message>& messages) {
+  std::vector<std::string> out;
+  for (const auto& m : messages) out.emplace_back(m.payload.view());
+  return out;
+}
+
+/// Forwards to an in-memory subscriber and counts what `receive_for` returned. Has only the
+/// throwing `receive_for`, so the processor's fallback path is exercised too.
+class CountingSubscriber {
+ public:
+  explicit CountingSubscriber(kincir::memory::InMemorySubscriber& inner) : inner_(inner) {}
+  void subscribe(std::string_view topic) { inner_.subscribe(topic); }
+  void subscribe(std::string_view topic, std::error_code& ec) { inner_.subscribe(topic, ec); }
+  Message receive() { return inner_.receive(); }
+  Message receive(std::error_code& ec) { return inner_.receive(ec); }
+  std::optional<Message> try_receive() { return inner_.try_receive(); }
+  template <class Rep, class Period>
+  std::optional<Message> receive_for(std::chrono::duration<Rep, Period> timeout) {
+    auto m = inner_.receive_for(timeout);
+    if (m) received.fetch_add(1);
+    return m;
+  }
+  std::atomic<int> received{0};
+
+ private:
+  kincir::memory::InMemorySubscriber& inner_;
+};
+
+}  // namespace
+
+TEST_CASE("full batches of batch_size, then the rest after the timeout", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker), 10, 50ms);
+  static_assert(!decltype(processor)::kUsesAcks);
+  processor.subscribe("t");
+  publish_numbered(broker, 25);
+  std::stop_source stop;
+  std::vector<std::size_t> sizes;
+  std::vector<std::string> seen;
+  const auto n = processor.process_batches(
+      [&](std::vector<Message>&& batch) {
+        sizes.push_back(batch.size());
+        for (const auto& p : payloads_of(batch)) seen.push_back(p);
+        if (seen.size() == 25) stop.request_stop();
+      },
+      stop.get_token());
+  CHECK(n == 25);
+  CHECK(sizes == std::vector<std::size_t>{10, 10, 5});
+  REQUIRE(seen.size() == 25);
+  for (int i = 0; i < 25; ++i) CHECK(seen[static_cast<std::size_t>(i)] == std::to_string(i));
+}
+
+TEST_CASE("a partial batch is handed over once batch_timeout has passed", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker), 100, 30ms);
+  processor.subscribe("t");
+  publish_numbered(broker, 3);
+  std::stop_source stop;
+  std::vector<std::size_t> sizes;
+  const auto start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration waited{};
+  processor.process_batches(
+      [&](std::vector<Message>&& batch) {
+        waited = std::chrono::steady_clock::now() - start;
+        sizes.push_back(batch.size());
+        stop.request_stop();
+      },
+      stop.get_token());
+  CHECK(sizes == std::vector<std::size_t>{3});
+  CHECK(waited >= 30ms);  // it did wait for more before giving up on a full batch
+}
+
+TEST_CASE("a stop request ends an idle processor", "[batch][processor][concurrency]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker),
+                           BatchProcessorOptions{.batch_size = 10, .batch_timeout = 1h, .stop_check_interval = 5ms});
+  processor.subscribe("t");
+  std::stop_source stop;
+  std::atomic<int> calls{0};
+  std::size_t processed = 99;
+  std::thread worker([&] {
+    processed = processor.process_batches([&](std::vector<Message>&&) { calls.fetch_add(1); }, stop.get_token());
+  });
+  std::this_thread::sleep_for(20ms);
+  stop.request_stop();
+  worker.join();
+  CHECK(processed == 0);
+  CHECK(calls.load() == 0);
+}
+
+TEST_CASE("a stop request hands over what was already taken", "[batch][processor][concurrency]") {
+  auto broker = make_broker();
+  kincir::memory::InMemorySubscriber inner(broker);
+  CountingSubscriber counting(inner);
+  BatchProcessor processor(counting,
+                           BatchProcessorOptions{.batch_size = 100, .batch_timeout = 1h, .stop_check_interval = 5ms});
+  processor.subscribe("t");
+  publish_numbered(broker, 3);
+  std::stop_source stop;
+  std::vector<std::vector<std::string>> batches;
+  std::size_t processed = 0;
+  std::thread worker([&] {
+    processed = processor.process_batches([&](std::vector<Message>&& batch) { batches.push_back(payloads_of(batch)); },
+                                          stop.get_token());
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (counting.received.load() < 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  REQUIRE(counting.received.load() == 3);
+  stop.request_stop();
+  worker.join();
+  CHECK(processed == 3);
+  REQUIRE(batches.size() == 1);
+  CHECK(batches[0] == std::vector<std::string>{"0", "1", "2"});
+}
+
+TEST_CASE("with an ack subscriber a failed batch is nacked and redelivered", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessorOptions options{.batch_size = 3, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::skip};
+  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker), options);
+  static_assert(decltype(processor)::kUsesAcks);
+  processor.subscribe("t");
+  publish_numbered(broker, 3);
+  std::stop_source stop;
+  std::vector<std::vector<std::string>> batches;
+  int reported = 0;
+  processor.set_error_handler([&](std::error_code, std::exception_ptr e, std::vector<Message>&) {
+    if (e) ++reported;
+  });
+  int calls = 0;
+  const auto n = processor.process_batches(
+      [&](std::vector<Message>&& batch) {
+        batches.push_back(payloads_of(batch));
+        if (++calls == 1) throw std::runtime_error("first attempt fails");
+        stop.request_stop();
+      },
+      stop.get_token());
+  CHECK(n == 3);
+  CHECK(reported == 1);
+  REQUIRE(batches.size() == 2);
+  CHECK(batches[0] == std::vector<std::string>{"0", "1", "2"});
+  CHECK(batches[1] == batches[0]);  // the same messages again
+  // Acked after success: nothing comes back.
+  CHECK_FALSE(processor.subscriber().try_receive().has_value());
+}
+
+TEST_CASE("policy stop rethrows the handler's exception after nacking", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker), 10, 20ms);
+  processor.subscribe("t");
+  publish_numbered(broker, 2);
+  CHECK_THROWS_AS(processor.process_batches([](std::vector<Message>&&) { throw std::runtime_error("handler failed"); }),
+                  std::runtime_error);
+  // Redelivered to the next run.
+  std::stop_source stop;
+  std::vector<std::string> again;
+  processor.process_batches(
+      [&](std::vector<Message>&& batch) {
+        again = payloads_of(batch);
+        stop.request_stop();
+      },
+      stop.get_token());
+  CHECK(again == std::vector<std::string>{"0", "1"});
+}
+
+TEST_CASE("without acks a failed batch goes to the error handler and the error is returned", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker), 10, 20ms);
+  processor.subscribe("t");
+  publish_numbered(broker, 3);
+  std::vector<std::string> rescued;
+  processor.set_error_handler(
+      [&](std::error_code, std::exception_ptr, std::vector<Message>& batch) { rescued = payloads_of(batch); });
+  std::error_code ec;
+  const auto n = processor.process_batches(
+      [](std::vector<Message>&&) -> std::error_code { return kincir::errc::invalid_argument; }, {}, ec);
+  CHECK(n == 0);
+  CHECK(ec == kincir::errc::invalid_argument);
+  CHECK(rescued == std::vector<std::string>{"0", "1", "2"});
+}
+
+TEST_CASE("a receive error ends processing after handing over what was taken", "[batch][processor][concurrency]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker),
+                           BatchProcessorOptions{.batch_size = 100, .batch_timeout = 1h, .stop_check_interval = 5ms});
+  processor.subscribe("t");
+  publish_numbered(broker, 2);
+  std::error_code ec;
+  std::size_t processed = 0;
+  std::vector<std::size_t> sizes;
+  std::thread worker([&] {
+    processed = processor.process_batches([&](std::vector<Message>&& batch) { sizes.push_back(batch.size()); }, {}, ec);
+  });
+  std::this_thread::sleep_for(20ms);
+  broker->shutdown();
+  worker.join();
+  CHECK(ec == kincir::errc::broker_shutdown);
+  CHECK(processed == 2);
+  CHECK(sizes == std::vector<std::size_t>{2});
+}
