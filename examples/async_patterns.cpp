@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   std::thread consumer([&] { consumed = processor.process_messages([](kincir::Message&&) {}); });
   {
     std::vector<std::jthread> producers;
+    producers.reserve(2);
     for (int p = 0; p < 2; ++p) {
       producers.emplace_back([&processor, count, p] {
         for (std::size_t i = 0; i < count / 2; ++i) {

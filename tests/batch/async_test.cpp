@@ -27,6 +27,7 @@ namespace {
 
 std::vector<Message> numbered(int count) {
   std::vector<Message> out;
+  out.reserve(static_cast<std::size_t>(count));
   for (int i = 0; i < count; ++i) out.push_back(text_message(std::to_string(i)));
   return out;
 }
@@ -54,7 +55,8 @@ TEST_CASE("channel: messages come out in order; try_send fails when full", "[asy
   CHECK(channel.try_send(text_message("b")));
   Message c = text_message("c");
   std::error_code ec;
-  CHECK_FALSE(channel.try_send(std::move(c), ec));
+  const bool sent = channel.try_send(std::move(c), ec);
+  CHECK_FALSE(sent);
   CHECK(ec == kincir::errc::queue_full);
   CHECK(c.payload.view() == "c");  // NOLINT(bugprone-use-after-move): refused, still the caller's
   CHECK(channel.size() == 2);
@@ -71,6 +73,7 @@ TEST_CASE("channel: close wakes blocked producers, consumers drain then see clos
   std::vector<std::string> kept(kProducers);
   std::atomic<int> started{0};
   std::vector<std::thread> producers;
+  producers.reserve(kProducers);
   for (int i = 0; i < kProducers; ++i) {
     producers.emplace_back([&, i] {
       Message m = text_message("p" + std::to_string(i));
@@ -99,13 +102,14 @@ TEST_CASE("channel: several producers, process_messages sees every message once"
   AsyncMessageProcessor channel(8);
   constexpr int kProducers = 4;
   constexpr int kPerProducer = 500;
-  std::vector<int> seen(kProducers * kPerProducer, 0);
+  std::vector<int> seen(static_cast<std::size_t>(kProducers) * kPerProducer, 0);
   std::size_t processed = 0;
   std::thread consumer([&] {
     processed = channel.process_messages([&](Message&& m) { ++seen[std::stoul(std::string(m.payload.view()))]; });
   });
   {
     std::vector<std::jthread> producers;
+    producers.reserve(kProducers);
     for (int p = 0; p < kProducers; ++p) {
       producers.emplace_back([&channel, p] {
         for (int i = 0; i < kPerProducer; ++i) channel.send_message(text_message(std::to_string(p * kPerProducer + i)));
@@ -114,7 +118,7 @@ TEST_CASE("channel: several producers, process_messages sees every message once"
   }
   channel.close();
   consumer.join();
-  CHECK(processed == kProducers * kPerProducer);
+  CHECK(processed == static_cast<std::size_t>(kProducers) * kPerProducer);
   CHECK(std::all_of(seen.begin(), seen.end(), [](int n) { return n == 1; }));
 }
 
@@ -141,7 +145,7 @@ TEST_CASE("channel: async_send and async_receive complete through the executor",
   // A receive waiting for a message gets it handed over directly.
   std::error_code receive_ec = kincir::errc::timeout;
   std::string received;
-  channel.async_receive(asio::bind_executor(io, [&](std::error_code ec, Message m) {
+  channel.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message& m) {
     receive_ec = ec;
     received = std::string(m.payload.view());
   }));
@@ -171,7 +175,7 @@ TEST_CASE("channel: async_send and async_receive complete through the executor",
   CHECK(channel.receive().payload.view() == "second");
 
   // Close completes a waiting receive with `closed`.
-  channel.async_receive(asio::bind_executor(io, [&](std::error_code ec, Message) { receive_ec = ec; }));
+  channel.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message&) { receive_ec = ec; }));
   channel.close();
   io.run();
   CHECK(receive_ec == kincir::errc::closed);

@@ -58,6 +58,7 @@ TEST_CASE("a reused shell needs no allocation for metadata", "[pool]") {
 TEST_CASE("the pool is bounded", "[pool]") {
   MessagePool pool(4);
   std::vector<Message> messages;
+  messages.reserve(100);
   for (int i = 0; i < 100; ++i) messages.push_back(pool.get_message(Bytes::copy_from(std::to_string(i))));
   for (auto& m : messages) pool.return_message(std::move(m));
   CHECK(pool.size() <= 4);
@@ -78,6 +79,7 @@ TEST_CASE("threads share a pool", "[pool][concurrency]") {
   std::atomic<int> wrong{0};  // Catch2 assertions are not thread-safe: count in the threads
   {
     std::vector<std::jthread> threads;
+    threads.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&pool, &ids, &wrong, t] {
         std::vector<Message> held;
@@ -99,5 +101,5 @@ TEST_CASE("threads share a pool", "[pool][concurrency]") {
   CHECK(pool.size() <= 64);
   std::set<kincir::Uuid> all;
   for (const auto& s : ids) all.insert(s.begin(), s.end());
-  CHECK(all.size() == kThreads * kRounds);  // every message got its own id
+  CHECK(all.size() == static_cast<std::size_t>(kThreads) * kRounds);  // every message got its own id
 }

@@ -167,7 +167,7 @@ TEST_CASE("with an ack subscriber a failed batch is nacked and redelivered", "[b
   std::stop_source stop;
   std::vector<std::vector<std::string>> batches;
   int reported = 0;
-  processor.set_error_handler([&](std::error_code, std::exception_ptr e, std::vector<Message>&) {
+  processor.set_error_handler([&](std::error_code, const std::exception_ptr& e, std::vector<Message>&) {
     if (e) ++reported;
   });
   int calls = 0;
@@ -213,7 +213,7 @@ TEST_CASE("without acks a failed batch goes to the error handler and the error i
   publish_numbered(broker, 3);
   std::vector<std::string> rescued;
   processor.set_error_handler(
-      [&](std::error_code, std::exception_ptr, std::vector<Message>& batch) { rescued = payloads_of(batch); });
+      [&](std::error_code, const std::exception_ptr&, std::vector<Message>& batch) { rescued = payloads_of(batch); });
   std::error_code ec;
   const auto n = processor.process_batches(
       [](std::vector<Message>&&) -> std::error_code { return kincir::errc::invalid_argument; }, {}, ec);

@@ -50,7 +50,7 @@ class RecordingPublisher {
     std::vector<Message> batch;
     batch.push_back(std::move(message));
     publish(topic, std::move(batch), ec);
-    if (ec) message = std::move(batch.front());
+    if (ec) message = std::move(batch.front());  // NOLINT(bugprone-use-after-move): untouched on failure
   }
   void publish(std::string_view topic, Message&& message) {
     std::error_code ec;

@@ -145,7 +145,7 @@ class BatchProcessor {
   /// policy `stop` the error `fn` returned or the settlement error. An exception thrown by `fn`
   /// under policy `stop` propagates (after the batch was settled).
   template <class Fn>
-  std::size_t process_batches(Fn&& fn, std::stop_token stop, std::error_code& ec) {
+  std::size_t process_batches(Fn&& fn, const std::stop_token& stop, std::error_code& ec) {
     using result_type = std::invoke_result_t<Fn&, std::vector<Message>&&>;
     static_assert(std::is_void_v<result_type> || std::convertible_to<result_type, std::error_code>,
                   "the batch handler returns void or an error code");
@@ -217,9 +217,9 @@ class BatchProcessor {
 
   /// Throws `kincir::Error` where the `ec` overload reports an error.
   template <class Fn>
-  std::size_t process_batches(Fn&& fn, std::stop_token stop = {}) {
+  std::size_t process_batches(Fn&& fn, const std::stop_token& stop = {}) {
     std::error_code ec;
-    const std::size_t n = process_batches(std::forward<Fn>(fn), std::move(stop), ec);
+    const std::size_t n = process_batches(std::forward<Fn>(fn), stop, ec);
     throw_if(ec, "BatchProcessor::process_batches");
     return n;
   }

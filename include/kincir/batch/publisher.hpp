@@ -265,7 +265,8 @@ class BatchPublisher {
                    std::make_move_iterator(first + static_cast<std::ptrdiff_t>(n)));
       publisher_.publish(topic, std::move(chunk), ec);
       if (ec) {
-        std::move(chunk.begin(), chunk.end(), first);  // the chunk is untouched: put it back
+        // NOLINTNEXTLINE(bugprone-use-after-move): a failed publish leaves the batch untouched
+        std::move(chunk.begin(), chunk.end(), first);  // put the chunk back
         messages.erase(messages.begin(), first);
         return sent;
       }
