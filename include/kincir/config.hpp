@@ -38,6 +38,19 @@
 #define KINCIR_HAS_FMT 0
 #endif
 
+/// Asio-based members (`async_receive` ...) of the in-memory types exist when standalone Asio is on
+/// the include path, unless KINCIR_NO_ASIO is set. The RabbitMQ adapter always needs Asio.
+#if !defined(KINCIR_HAS_ASIO)
+#if !defined(KINCIR_NO_ASIO) && defined(__has_include)
+#if __has_include(<asio/async_result.hpp>)
+#define KINCIR_HAS_ASIO 1
+#endif
+#endif
+#endif
+#if !defined(KINCIR_HAS_ASIO)
+#define KINCIR_HAS_ASIO 0
+#endif
+
 namespace kincir {
 
 /// Size of a cache line on the targets we tune for.

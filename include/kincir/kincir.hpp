@@ -1,5 +1,5 @@
 /// @file
-/// Umbrella header: the core types and concepts (and, as they land, the in-memory broker).
+/// Umbrella header: the core types and concepts, and the in-memory broker.
 /// Needs only the standard library and Threads.
 #pragma once
 
@@ -11,3 +11,8 @@
 #include <kincir/core/message.hpp>
 #include <kincir/core/metadata.hpp>
 #include <kincir/core/uuid.hpp>
+#include <kincir/memory/broker.hpp>
+#include <kincir/memory/config.hpp>
+#include <kincir/memory/publisher.hpp>
+#include <kincir/memory/stats.hpp>
+#include <kincir/memory/subscriber.hpp>

@@ -1,0 +1,109 @@
+/// @file
+/// `kincir::memory::BrokerConfig`: every knob of the in-memory broker, with presets.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/error.hpp>
+
+#include <chrono>        // TTL and cleanup interval
+#include <cstddef>       // std::size_t
+#include <cstdint>       // std::uint32_t
+#include <string>        // dead-letter topic
+#include <string_view>   // topic validation
+#include <system_error>  // std::error_code
+
+namespace kincir::memory {
+
+/// What `publish` does when the slowest subscriber of a topic is `max_queue_size` messages behind.
+enum class OverflowPolicy {
+  block,        ///< Wait for room (default): nothing is ever lost.
+  reject,       ///< Fail the whole batch with `errc::queue_full`; nothing of it is published.
+  drop_oldest,  ///< Publish anyway; a lagging subscriber skips ahead and counts what it lost.
+};
+
+/// Configuration of an `InMemoryBroker`. The fields the performance guide names come first.
+/// `validate` rejects inconsistent values; the broker's constructor calls it.
+struct BrokerConfig {
+  /// Most messages a topic holds for its slowest subscriber (rounded up to a power of two).
+  /// Memory is taken on demand, so a large value costs nothing until a backlog builds up.
+  std::size_t max_queue_size = std::size_t{1} << 20;
+  /// true: one total order per topic, also within a consumer group (members take one message at a
+  /// time). false: group members take messages in batches, which is faster but lets members
+  /// process out of publication order. Independent subscribers always see publication order.
+  bool enable_message_ordering = true;
+  /// Expire messages older than `default_ttl` at delivery (they are skipped and counted).
+  bool enable_ttl = false;
+  std::chrono::milliseconds default_ttl{std::chrono::minutes(5)};
+  /// Compute `health()` in the background maintenance pass; off, `health()` reports
+  /// `HealthState::unknown`.
+  bool enable_health_monitoring = true;
+  /// Period of the maintenance thread (expires redelivery queues, drops idle topics that have no
+  /// subscriber, refreshes health). Zero: no maintenance thread.
+  std::chrono::milliseconds cleanup_interval{std::chrono::seconds(60)};
+  /// Most subscribers (group members count one each) a topic accepts.
+  std::size_t max_subscribers_per_topic = 1000;
+  /// Count published, delivered, dropped, expired... messages. Off, the hot paths count nothing.
+  bool enable_statistics = true;
+
+  /// Most topics the broker holds.
+  std::size_t max_topics = 10'000;
+  OverflowPolicy overflow_policy = OverflowPolicy::block;
+  /// Most deliveries not yet acked per ack-mode subscriber; receive waits when it is reached.
+  std::size_t max_unacked = 1000;
+  /// A message nacked for requeue after this many deliveries goes to `dead_letter_topic`, or is
+  /// dropped and counted when that is empty.
+  std::uint32_t max_deliveries = 5;
+  std::string dead_letter_topic;
+
+  /// The guide's defaults (the fields above as initialised).
+  [[nodiscard]] static BrokerConfig with_default_config() { return {}; }
+
+  /// Throughput first: no TTL, no health monitoring, no statistics, unordered groups, a rare
+  /// maintenance pass.
+  [[nodiscard]] static BrokerConfig for_high_performance() {
+    BrokerConfig c;
+    c.enable_message_ordering = false;
+    c.enable_ttl = false;
+    c.enable_health_monitoring = false;
+    c.enable_statistics = false;
+    c.cleanup_interval = std::chrono::minutes(5);
+    return c;
+  }
+
+  /// Small and observable: short queues, statistics and health on, frequent maintenance, few
+  /// deliveries before dead-lettering.
+  [[nodiscard]] static BrokerConfig for_testing() {
+    BrokerConfig c;
+    c.max_queue_size = 1024;
+    c.cleanup_interval = std::chrono::milliseconds(10);
+    c.max_subscribers_per_topic = 64;
+    c.max_topics = 100;
+    c.max_unacked = 64;
+    c.max_deliveries = 3;
+    return c;
+  }
+
+  /// Checks the values; sets `ec` to `errc::invalid_argument` and returns false if one is out of
+  /// range (a zero size or limit, a negative duration, a dead-letter topic name that is invalid).
+  bool validate(std::error_code& ec) const noexcept;
+};
+
+/// The longest topic name accepted, in bytes.
+inline constexpr std::size_t kMaxTopicLength = 255;
+
+/// Non-empty, at most `kMaxTopicLength` bytes, no NUL.
+[[nodiscard]] constexpr bool is_valid_topic(std::string_view topic) noexcept {
+  return !topic.empty() && topic.size() <= kMaxTopicLength && topic.find('\0') == std::string_view::npos;
+}
+
+KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec) const noexcept {
+  ec.clear();
+  const bool ok = max_queue_size > 0 && max_queue_size <= (std::size_t{1} << 40) && max_subscribers_per_topic > 0 &&
+                  max_topics > 0 && max_unacked > 0 && max_deliveries > 0 && default_ttl.count() >= 0 &&
+                  (!enable_ttl || default_ttl.count() > 0) && cleanup_interval.count() >= 0 &&
+                  (dead_letter_topic.empty() || is_valid_topic(dead_letter_topic));
+  if (!ok) ec = errc::invalid_argument;
+  return ok;
+}
+
+}  // namespace kincir::memory

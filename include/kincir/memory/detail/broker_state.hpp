@@ -1,0 +1,256 @@
+/// @file
+/// Internal: the state shared by an `InMemoryBroker` and its publishers and subscribers.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/error.hpp>
+#include <kincir/memory/config.hpp>
+#include <kincir/memory/detail/topic.hpp>
+#include <kincir/memory/stats.hpp>
+
+#include <algorithm>           // std::sort
+#include <atomic>              // phase, ids
+#include <condition_variable>  // maintenance thread sleep
+#include <functional>          // std::equal_to<> for heterogeneous lookup
+#include <memory>              // std::shared_ptr
+#include <mutex>               // topic map
+#include <string>              // names
+#include <string_view>         // lookups
+#include <thread>              // maintenance thread
+#include <unordered_map>       // topics by name
+#include <vector>              // listings
+
+namespace kincir::memory::detail {
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+
+enum class Phase : int { running = 0, shutting_down = 1, forced = 2 };
+
+class BrokerState {
+ public:
+  explicit BrokerState(BrokerConfig config) : config_(std::move(config)) {
+    if (config_.cleanup_interval.count() > 0) maintenance_ = std::thread([this] { maintenance_loop(); });
+  }
+
+  BrokerState(const BrokerState&) = delete;
+  BrokerState& operator=(const BrokerState&) = delete;
+
+  ~BrokerState() {
+    {
+      const std::lock_guard lock(maintenance_mutex_);
+      stop_maintenance_ = true;
+    }
+    maintenance_cv_.notify_all();
+    if (maintenance_.joinable()) maintenance_.join();
+  }
+
+  [[nodiscard]] const BrokerConfig& config() const noexcept { return config_; }
+  [[nodiscard]] Phase phase() const noexcept { return static_cast<Phase>(phase_.load(std::memory_order_acquire)); }
+
+  /// The topic named `name`, created if `create` (subject to `max_topics`). Null with `ec` set on
+  /// failure, or null without error when it does not exist and `create` is false.
+  std::shared_ptr<Topic> find_topic(std::string_view name, bool create, std::error_code& ec) {
+    ec.clear();
+    if (!is_valid_topic(name)) {
+      ec = errc::invalid_topic;
+      return nullptr;
+    }
+    const std::lock_guard lock(topics_mutex_);
+    return find_topic_locked(name, create, ec);
+  }
+
+  /// Runs `fn(Topic&)` with the topic map locked, so no maintenance pass removes the topic under
+  /// it (used by subscribe).
+  template <class Fn>
+  void with_topic_locked(std::string_view name, std::error_code& ec, Fn&& fn) {
+    ec.clear();
+    if (!is_valid_topic(name)) {
+      ec = errc::invalid_topic;
+      return;
+    }
+    const std::lock_guard lock(topics_mutex_);
+    auto topic = find_topic_locked(name, true, ec);
+    if (topic) fn(topic);
+  }
+
+  [[nodiscard]] std::uint64_t next_subscriber_id() noexcept {
+    return next_subscriber_id_.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+
+  [[nodiscard]] std::vector<std::shared_ptr<Topic>> all_topics() const {
+    const std::lock_guard lock(topics_mutex_);
+    std::vector<std::shared_ptr<Topic>> out;
+    out.reserve(topics_.size());
+    for (const auto& [name, topic] : topics_) out.push_back(topic);
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->name < b->name; });
+    return out;
+  }
+
+  bool delete_topic(std::string_view name) {
+    std::shared_ptr<Topic> topic;
+    {
+      const std::lock_guard lock(topics_mutex_);
+      auto it = topics_.find(name);
+      if (it == topics_.end()) return false;
+      topic = std::move(it->second);
+      topics_.erase(it);
+    }
+    retire(*topic);
+    return true;
+  }
+
+  void shutdown(bool force) {
+    const int target = static_cast<int>(force ? Phase::forced : Phase::shutting_down);
+    int current = phase_.load(std::memory_order_relaxed);
+    while (current < target && !phase_.compare_exchange_weak(current, target, std::memory_order_acq_rel)) {
+    }
+    for (const auto& topic : all_topics()) {
+      topic->ring.close();
+      if (force) {
+        topic->ring.clear();
+        const std::lock_guard lock(topic->mutex);
+        for (auto& [n, g] : topic->groups) g->requeued.clear();
+      }
+      topic->wake_all();
+    }
+    {
+      const std::lock_guard lock(maintenance_mutex_);
+      health_.state = HealthState::unhealthy;
+    }
+  }
+
+  /// Publishes one message internally (dead-lettering); drops it when the topic has no subscriber.
+  void publish_internal(std::string_view name, Message&& message, std::int64_t expires_ns) {
+    std::error_code ec;
+    auto topic = find_topic(name, true, ec);
+    if (!topic) return;
+    if (topic->ring.cursor_count() == 0) {
+      if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    Envelope e{std::move(message), expires_ns};
+    if (topic->ring.publish(&e, &e + 1) == PublishStatus::ok) {
+      if (config_.enable_statistics) topic->counters.published.fetch_add(1, std::memory_order_relaxed);
+      topic->notify_async_if_waiting();
+    }
+  }
+
+  [[nodiscard]] HealthStatus compute_health() const {
+    HealthStatus h;
+    h.checked_at = std::chrono::system_clock::now();
+    const auto topics = all_topics();
+    h.topics = topics.size();
+    double worst = 0.0;
+    for (const auto& topic : topics) {
+      const TopicInfo info = topic->info(false);
+      h.subscribers += info.subscribers;
+      if (h.worst_topic.empty() || info.queue_depth > h.max_lag) {
+        h.max_lag = info.queue_depth;
+        h.worst_topic = info.name;
+      }
+      worst = std::max(worst, static_cast<double>(info.queue_depth) / static_cast<double>(topic->ring.capacity()));
+    }
+    if (phase() != Phase::running || worst >= 1.0)
+      h.state = HealthState::unhealthy;
+    else if (worst >= 0.5)
+      h.state = HealthState::degraded;
+    else
+      h.state = HealthState::healthy;
+    return h;
+  }
+
+  [[nodiscard]] HealthStatus health() const {
+    if (!config_.enable_health_monitoring) return {};
+    const std::lock_guard lock(maintenance_mutex_);
+    return health_;
+  }
+
+  /// One maintenance pass: expire requeued deliveries, drop idle topics, refresh health.
+  void maintain() {
+    if (config_.enable_ttl) {
+      const std::int64_t now = steady_now_ns();
+      for (const auto& topic : all_topics()) {
+        std::size_t expired = 0;
+        {
+          const std::lock_guard lock(topic->mutex);
+          for (auto& [n, g] : topic->groups) expired += g->requeued.expire(now);
+        }
+        if (config_.enable_statistics && expired != 0)
+          topic->counters.expired.fetch_add(expired, std::memory_order_relaxed);
+      }
+    }
+    std::vector<std::shared_ptr<Topic>> idle;
+    {
+      const std::lock_guard lock(topics_mutex_);
+      for (auto it = topics_.begin(); it != topics_.end();) {
+        if (it->second->ring.cursor_count() == 0) {
+          idle.push_back(std::move(it->second));
+          it = topics_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (const auto& topic : idle) retire(*topic);
+    if (config_.enable_health_monitoring) {
+      HealthStatus h = compute_health();
+      const std::lock_guard lock(maintenance_mutex_);
+      health_ = std::move(h);
+    }
+    maintenance_passes_.fetch_add(1, std::memory_order_release);
+  }
+
+  [[nodiscard]] std::uint64_t maintenance_passes() const noexcept {
+    return maintenance_passes_.load(std::memory_order_acquire);
+  }
+
+ private:
+  std::shared_ptr<Topic> find_topic_locked(std::string_view name, bool create, std::error_code& ec) {
+    if (auto it = topics_.find(name); it != topics_.end()) return it->second;
+    if (!create) return nullptr;
+    if (topics_.size() >= config_.max_topics) {
+      ec = errc::too_many_topics;
+      return nullptr;
+    }
+    auto topic = std::make_shared<Topic>(std::string(name), config_);
+    if (phase() != Phase::running) topic->ring.close();
+    topics_.emplace(topic->name, topic);
+    return topic;
+  }
+
+  static void retire(Topic& topic) {
+    topic.deleted.store(true, std::memory_order_release);
+    topic.ring.close();
+    topic.wake_all();
+  }
+
+  void maintenance_loop() {
+    std::unique_lock lock(maintenance_mutex_);
+    while (!stop_maintenance_) {
+      maintenance_cv_.wait_for(lock, config_.cleanup_interval, [this] { return stop_maintenance_; });
+      if (stop_maintenance_) break;
+      lock.unlock();
+      maintain();
+      lock.lock();
+    }
+  }
+
+  const BrokerConfig config_;
+  std::atomic<int> phase_{static_cast<int>(Phase::running)};
+  std::atomic<std::uint64_t> next_subscriber_id_{0};
+
+  mutable std::mutex topics_mutex_;
+  std::unordered_map<std::string, std::shared_ptr<Topic>, StringHash, std::equal_to<>> topics_;
+
+  mutable std::mutex maintenance_mutex_;
+  std::condition_variable maintenance_cv_;
+  bool stop_maintenance_ = false;
+  HealthStatus health_;
+  std::atomic<std::uint64_t> maintenance_passes_{0};
+  std::thread maintenance_;  // last: started after everything it uses exists
+};
+
+}  // namespace kincir::memory::detail

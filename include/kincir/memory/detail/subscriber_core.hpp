@@ -1,0 +1,365 @@
+/// @file
+/// Internal: the receiving side shared by `InMemorySubscriber` and `InMemoryAckSubscriber`.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/ack.hpp>
+#include <kincir/core/error.hpp>
+#include <kincir/core/message.hpp>
+#include <kincir/memory/detail/broker_state.hpp>
+#include <kincir/memory/detail/topic.hpp>
+
+#include <algorithm>           // std::min
+#include <chrono>              // deadlines
+#include <condition_variable>  // the ack window
+#include <cstdint>             // tags
+#include <iterator>            // std::back_inserter
+#include <memory>              // std::shared_ptr
+#include <mutex>               // ack state
+#include <optional>            // the cursor
+#include <string>              // group names
+#include <string_view>         // topics
+#include <unordered_map>       // unacked deliveries
+#include <vector>              // read-ahead buffer
+
+namespace kincir::memory::detail {
+
+/// How a delivery is settled.
+enum class Settlement { ack, requeue, reject };
+
+class SubscriberCore final : public Wakeable {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  /// Messages an independent subscriber (or an unordered group member) takes from the ring at once.
+  static constexpr std::size_t kReadAhead = 64;
+  /// How often a waiting group member or ack-mode subscriber looks for requeued deliveries.
+  static constexpr std::chrono::milliseconds kRequeuePoll{2};
+  /// Bits of a delivery tag that number deliveries; the bits above hold the subscriber id.
+  static constexpr int kTagBits = 40;
+
+  SubscriberCore(std::shared_ptr<BrokerState> broker, bool ack_mode)
+      : broker_(std::move(broker)), config_(broker_->config()), ack_mode_(ack_mode) {}
+
+  SubscriberCore(const SubscriberCore&) = delete;
+  SubscriberCore& operator=(const SubscriberCore&) = delete;
+
+  ~SubscriberCore() { unsubscribe(); }
+
+  [[nodiscard]] const std::shared_ptr<Topic>& topic() const noexcept { return topic_; }
+  [[nodiscard]] const std::string& group_name() const noexcept {
+    static const std::string none;
+    return group_ ? group_->name : none;
+  }
+  [[nodiscard]] std::uint64_t lost() const noexcept { return topic_ ? entry_.lost() : 0; }
+
+  /// The pending asynchronous receive, if any (set by the operation itself).
+  void set_pending(std::weak_ptr<AsyncWaiter> op) noexcept { pending_ = std::move(op); }
+  void cancel_pending() {
+    if (auto op = pending_.lock()) op->cancel();
+  }
+
+  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
+    ec.clear();
+    if (broker_->phase() != Phase::running) {
+      ec = errc::broker_shutdown;
+      return;
+    }
+    if (!group.empty() && !is_valid_topic(group)) {  // group names follow the topic rules
+      ec = errc::invalid_argument;
+      return;
+    }
+    unsubscribe();
+    broker_->with_topic_locked(topic, ec, [&](const std::shared_ptr<Topic>& t) {
+      const std::lock_guard lock(t->mutex);
+      if (t->entries.size() >= config_.max_subscribers_per_topic) {
+        ec = errc::too_many_subscribers;
+        return;
+      }
+      if (group.empty()) {
+        cursor_.emplace(t->ring.add_cursor());
+        entry_.cursor = &*cursor_;
+      } else {
+        auto& g = t->groups[std::string(group)];
+        if (!g) g = std::make_shared<Group>(std::string(group), t->ring.add_group_cursor());
+        ++g->members;
+        group_ = g;
+        entry_.group = g.get();
+      }
+      entry_.id = broker_->next_subscriber_id();
+      entry_.owner = this;
+      t->entries.push_back(&entry_);
+      seen_epoch_ = t->clear_epoch.load(std::memory_order_acquire);
+      topic_ = t;
+    });
+  }
+
+  /// Leaves the topic. A group member hands what it holds (read ahead, unacked) back to its group.
+  void unsubscribe() {
+    if (!topic_) return;
+    std::vector<Requeued> handed_back;
+    {
+      const std::lock_guard lock(ack_mutex_);
+      for (auto& [tag, r] : unacked_) handed_back.push_back(std::move(r));
+      unacked_.clear();
+    }
+    for (std::size_t i = buffer_pos_; i < buffer_.size(); ++i)
+      handed_back.push_back(Requeued{std::move(buffer_[i].message), buffer_[i].expires_ns, 0});
+    buffer_.clear();
+    buffer_pos_ = 0;
+    {
+      const std::lock_guard lock(topic_->mutex);
+      std::erase(topic_->entries, &entry_);
+      topic_->counters.delivered_by_departed.fetch_add(delivered_, std::memory_order_relaxed);
+      if (group_) {
+        for (auto& r : handed_back) group_->requeued.push(std::move(r));
+        if (--group_->members == 0) topic_->groups.erase(group_->name);
+      } else {
+        topic_->counters.dropped.fetch_add(cursor_->lost(), std::memory_order_relaxed);
+        cursor_.reset();  // under the lock: statistics read the cursor through the entry
+      }
+    }
+    if (group_ && !handed_back.empty()) topic_->notify_async();
+    own_requeued_.clear();
+    entry_.reset();
+    group_.reset();
+    topic_.reset();
+    delivered_ = 0;
+  }
+
+  /// The next delivery, without waiting. Returns true with `out` set; false with `ec` clear when
+  /// nothing is there now; false with `ec` set on a terminal condition (not subscribed, topic
+  /// deleted and drained, broker shut down and drained).
+  bool try_next(Requeued& out, std::error_code& ec) {
+    ec.clear();
+    if (!topic_) [[unlikely]] {
+      ec = errc::not_subscribed;
+      return false;
+    }
+    if (broker_->phase() == Phase::forced) [[unlikely]] {
+      buffer_.clear();
+      buffer_pos_ = 0;
+      ec = errc::broker_shutdown;
+      return false;
+    }
+    std::int64_t now = 0;
+    for (;;) {
+      if (const auto epoch = topic_->clear_epoch.load(std::memory_order_acquire); epoch != seen_epoch_) [[unlikely]] {
+        seen_epoch_ = epoch;
+        buffer_.clear();
+        buffer_pos_ = 0;
+        own_requeued_.clear();
+      }
+      RequeueQueue& requeued = group_ ? group_->requeued : own_requeued_;
+      if (!requeued.empty() && requeued.try_pop(out)) [[unlikely]] {
+        if (group_ == nullptr) entry_.requeued.store(own_requeued_.size(), std::memory_order_relaxed);
+        if (expired(out.expires_ns, now)) continue;
+        return deliver(out);
+      }
+      if (buffer_pos_ < buffer_.size()) {
+        Envelope& e = buffer_[buffer_pos_++];
+        out = Requeued{std::move(e.message), e.expires_ns, 0};
+        if (buffer_pos_ == buffer_.size()) {
+          buffer_.clear();
+          buffer_pos_ = 0;
+        }
+        if (config_.enable_statistics) entry_.buffered.store(buffer_.size() - buffer_pos_, std::memory_order_relaxed);
+        if (expired(out.expires_ns, now)) continue;
+        return deliver(out);
+      }
+      if (group_ && config_.enable_message_ordering) {
+        // Ordered groups take one message at a time, so members consume in publication order.
+        Envelope e;
+        if (group_->cursor.try_read(e)) {
+          out = Requeued{std::move(e.message), e.expires_ns, 0};
+          if (expired(out.expires_ns, now)) continue;
+          return deliver(out);
+        }
+      } else {
+        const std::size_t n = group_ ? group_->cursor.read_batch(std::back_inserter(buffer_), kReadAhead)
+                                     : cursor_->read_batch(std::back_inserter(buffer_), kReadAhead);
+        if (n != 0) continue;
+      }
+      // Nothing now: a closed ring that is drained for this cursor ends the subscription.
+      if (topic_->ring.closed() && wait_until(clock::now()) == WaitStatus::closed && requeued.empty()) {
+        ec = broker_->phase() != Phase::running ? std::error_code(errc::broker_shutdown) : errc::closed;
+      }
+      return false;
+    }
+  }
+
+  /// Like `try_next`, waiting until `deadline` (`clock::time_point::max()`: for ever); `ec` is
+  /// `errc::timeout` when the deadline passes.
+  bool next_until(clock::time_point deadline, Requeued& out, std::error_code& ec) {
+    if (ack_mode_ && !wait_for_window(deadline)) {
+      ec = errc::timeout;
+      return false;
+    }
+    const bool poll_requeue = group_ != nullptr || ack_mode_;
+    for (;;) {
+      if (try_next(out, ec)) return true;
+      if (ec) return false;
+      const auto now = clock::now();
+      if (now >= deadline) {
+        ec = errc::timeout;
+        return false;
+      }
+      const auto until = poll_requeue && deadline - now > kRequeuePoll ? now + kRequeuePoll : deadline;
+      if (until == clock::time_point::max()) {
+        (void)(group_ ? group_->cursor.wait() : cursor_->wait());
+      } else {
+        (void)wait_until(until);
+      }
+    }
+  }
+
+  /// Calls `fn(const Message&)` on up to `max` deliveries in place (no copy out of the ring).
+  template <class Fn>
+  std::size_t poll(std::size_t max, Fn& fn, std::error_code& ec) {
+    std::size_t n = 0;
+    Requeued r;
+    // Requeued and read-ahead deliveries first, so order is kept.
+    while (n < max && (buffer_pos_ < buffer_.size() || !(group_ ? group_->requeued : own_requeued_).empty())) {
+      if (!try_next(r, ec)) return n;
+      fn(std::as_const(r.message));
+      ++n;
+    }
+    if (n == max || !topic_) return n;
+    std::int64_t now = 0;
+    auto visit = [&](const Envelope& e) {
+      if (expired(e.expires_ns, now)) return;
+      fn(e.message);
+      ++n;
+      count_delivery();
+    };
+    if (group_)
+      group_->cursor.poll(max - n, visit);
+    else
+      cursor_->poll(max - n, visit);
+    if (n == 0 && try_next(r, ec)) {  // also reports a terminal condition through ec
+      fn(std::as_const(r.message));
+      ++n;
+    }
+    return n;
+  }
+
+  // --- acknowledgements ----------------------------------------------------------------------
+
+  /// Records `delivery` as outstanding and returns its handle.
+  BasicAckHandle track(const Requeued& delivery) {
+    const std::lock_guard lock(ack_mutex_);
+    const std::uint64_t tag = (entry_.id << kTagBits) | (++next_tag_ & ((std::uint64_t{1} << kTagBits) - 1));
+    unacked_.emplace(tag, Requeued{delivery.message, delivery.expires_ns, delivery.deliveries});
+    entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
+    return BasicAckHandle(topic_->name, delivery.message.uuid, delivery.deliveries, std::chrono::system_clock::now(),
+                          tag);
+  }
+
+  void settle(const BasicAckHandle& handle, Settlement how, std::error_code& ec) {
+    ec.clear();
+    Requeued r;
+    {
+      const std::lock_guard lock(ack_mutex_);
+      const auto it = topic_ ? unacked_.find(handle.tag()) : unacked_.end();
+      if (it == unacked_.end() || (handle.tag() >> kTagBits) != entry_.id) {
+        ec = errc::unknown_delivery;
+        return;
+      }
+      r = std::move(it->second);
+      unacked_.erase(it);
+      entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
+    }
+    ack_cv_.notify_all();
+    if (how == Settlement::ack) return;
+    if (how == Settlement::requeue && r.deliveries < config_.max_deliveries) {
+      if (config_.enable_statistics) topic_->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+      if (group_) {
+        group_->requeued.push(std::move(r));
+        topic_->notify_async();  // a member waiting asynchronously may take it
+      } else {
+        own_requeued_.push(std::move(r));
+        entry_.requeued.store(own_requeued_.size(), std::memory_order_relaxed);
+      }
+      return;
+    }
+    dead_letter(std::move(r));
+  }
+
+  void wake() noexcept override {
+    {
+      const std::lock_guard lock(ack_mutex_);
+      woken_ = true;
+    }
+    ack_cv_.notify_all();
+  }
+
+ private:
+  bool expired(std::int64_t expires_ns, std::int64_t& now) {
+    if (!config_.enable_ttl || expires_ns == 0) return false;
+    if (now == 0) now = steady_now_ns();
+    if (expires_ns > now) return false;
+    if (config_.enable_statistics) topic_->counters.expired.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  bool deliver(Requeued& out) {
+    ++out.deliveries;
+    count_delivery();
+    return true;
+  }
+
+  void count_delivery() {
+    ++delivered_;
+    if (config_.enable_statistics) entry_.delivered.store(delivered_, std::memory_order_relaxed);
+  }
+
+  WaitStatus wait_until(clock::time_point until) {
+    return group_ ? group_->cursor.wait_until(until) : cursor_->wait_until(until);
+  }
+
+  /// Waits until fewer than `max_unacked` deliveries are outstanding.
+  bool wait_for_window(clock::time_point deadline) {
+    std::unique_lock lock(ack_mutex_);
+    auto open = [&] { return unacked_.size() < config_.max_unacked || woken_ || broker_->phase() != Phase::running; };
+    if (deadline == clock::time_point::max()) {
+      ack_cv_.wait(lock, open);
+      return true;
+    }
+    return ack_cv_.wait_until(lock, deadline, open);
+  }
+
+  void dead_letter(Requeued&& r) {
+    const std::string& target = config_.dead_letter_topic;
+    if (!target.empty() && target != topic_->name) {
+      r.message.metadata.set("x-delivery-count", std::to_string(r.deliveries));
+      r.message.metadata.set("x-original-topic", topic_->name);
+      broker_->publish_internal(target, std::move(r.message), r.expires_ns);
+      if (config_.enable_statistics) topic_->counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+    } else if (config_.enable_statistics) {
+      topic_->counters.dropped.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  std::shared_ptr<BrokerState> broker_;
+  const BrokerConfig& config_;
+  const bool ack_mode_;
+  std::weak_ptr<AsyncWaiter> pending_;
+
+  std::shared_ptr<Topic> topic_;
+  std::shared_ptr<Group> group_;
+  std::optional<Ring::Cursor> cursor_;
+  SubscriberEntry entry_;
+  RequeueQueue own_requeued_;
+  std::vector<Envelope> buffer_;
+  std::size_t buffer_pos_ = 0;
+  std::uint64_t seen_epoch_ = 0;
+  std::uint64_t delivered_ = 0;
+
+  std::mutex ack_mutex_;
+  std::condition_variable ack_cv_;
+  std::unordered_map<std::uint64_t, Requeued> unacked_;
+  std::uint64_t next_tag_ = 0;
+  bool woken_ = false;
+};
+
+}  // namespace kincir::memory::detail

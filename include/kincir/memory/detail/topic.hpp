@@ -1,0 +1,265 @@
+/// @file
+/// Internal: a topic of the in-memory broker (its ring, groups, subscriber registry, counters).
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/message.hpp>
+#include <kincir/memory/config.hpp>
+#include <kincir/memory/ring.hpp>
+#include <kincir/memory/stats.hpp>
+
+#include <algorithm>      // std::erase
+#include <atomic>         // counters, flags
+#include <chrono>         // steady clock for TTL
+#include <cstdint>        // counters
+#include <deque>          // requeued deliveries
+#include <memory>         // std::shared_ptr
+#include <mutex>          // registry and requeue locks
+#include <string>         // names
+#include <unordered_map>  // groups by name
+#include <utility>        // std::move
+#include <vector>         // registry
+
+namespace kincir::memory::detail {
+
+/// Nanoseconds on the steady clock; TTL deadlines are kept in this unit (0 means none).
+inline std::int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// What a ring slot holds: the message and its expiry.
+struct Envelope {
+  Message message;
+  std::int64_t expires_ns = 0;
+};
+
+using Ring = BroadcastRing<Envelope>;
+
+/// A delivery waiting to be handed out again after a `nack` with requeue.
+struct Requeued {
+  Message message;
+  std::int64_t expires_ns = 0;
+  std::uint32_t deliveries = 0;  ///< Deliveries so far.
+};
+
+/// A locked FIFO of requeued deliveries with a lock-free emptiness check for the hot path.
+class RequeueQueue {
+ public:
+  [[nodiscard]] bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
+
+  void push(Requeued&& r) {
+    const std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(r));
+    size_.store(queue_.size(), std::memory_order_release);
+  }
+
+  bool try_pop(Requeued& out) {
+    if (empty()) return false;
+    const std::lock_guard lock(mutex_);
+    if (queue_.empty()) return false;
+    out = std::move(queue_.front());
+    queue_.pop_front();
+    size_.store(queue_.size(), std::memory_order_release);
+    return true;
+  }
+
+  /// Removes deliveries whose TTL passed; returns how many.
+  std::size_t expire(std::int64_t now_ns) {
+    const std::lock_guard lock(mutex_);
+    const auto n =
+        std::erase_if(queue_, [&](const Requeued& r) { return r.expires_ns != 0 && r.expires_ns <= now_ns; });
+    size_.store(queue_.size(), std::memory_order_release);
+    return n;
+  }
+
+  std::size_t clear() {
+    const std::lock_guard lock(mutex_);
+    const auto n = queue_.size();
+    queue_.clear();
+    size_.store(0, std::memory_order_release);
+    return n;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::deque<Requeued> queue_;
+  std::atomic<std::size_t> size_{0};
+};
+
+/// Subscribers of one group share its cursor and its requeued deliveries.
+struct Group {
+  Group(std::string group_name, Ring::GroupCursor group_cursor)
+      : name(std::move(group_name)), cursor(std::move(group_cursor)) {}
+
+  const std::string name;
+  Ring::GroupCursor cursor;
+  RequeueQueue requeued;
+  std::size_t members = 0;  ///< Guarded by the topic's mutex.
+};
+
+/// Woken when a topic has something new for an asynchronous receive.
+class AsyncWaiter {
+ public:
+  virtual ~AsyncWaiter() = default;
+  virtual void notify() noexcept = 0;
+  /// Completes the operation with `operation_aborted` if it has not completed yet.
+  virtual void cancel() = 0;
+};
+
+/// Something the topic can wake (a subscriber blocked on its ack window, say) at shutdown.
+class Wakeable {
+ public:
+  virtual void wake() noexcept = 0;
+
+ protected:
+  ~Wakeable() = default;
+};
+
+/// What a topic knows of one of its subscribers, for statistics and shutdown. Owned by the
+/// subscriber; registered with the topic while subscribed.
+struct SubscriberEntry {
+  std::uint64_t id = 0;
+  Group* group = nullptr;                ///< Null for an independent subscriber.
+  const Ring::Cursor* cursor = nullptr;  ///< Null for a group member.
+  Wakeable* owner = nullptr;
+  std::atomic<std::uint64_t> delivered{0};  ///< Written by the subscriber only.
+  std::atomic<std::uint64_t> buffered{0};   ///< Read ahead, not yet received.
+  std::atomic<std::uint64_t> unacked{0};
+  std::atomic<std::uint64_t> requeued{0};  ///< Its own requeue queue's size (independent ack subscribers).
+
+  [[nodiscard]] std::uint64_t lag() const noexcept {
+    const std::uint64_t ring_lag = group != nullptr ? group->cursor.lag() : cursor->lag();
+    const std::uint64_t local = group != nullptr ? group->requeued.size() : requeued.load(std::memory_order_relaxed);
+    return ring_lag + local + buffered.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t lost() const noexcept { return group != nullptr ? group->cursor.lost() : cursor->lost(); }
+
+  void reset() noexcept {
+    id = 0;
+    group = nullptr;
+    cursor = nullptr;
+    owner = nullptr;
+    delivered.store(0, std::memory_order_relaxed);
+    buffered.store(0, std::memory_order_relaxed);
+    unacked.store(0, std::memory_order_relaxed);
+    requeued.store(0, std::memory_order_relaxed);
+  }
+};
+
+/// Counters of a topic; each on its own line, they are bumped by different threads.
+struct TopicCounters {
+  alignas(kFalseSharingRange) std::atomic<std::uint64_t> published{0};
+  alignas(kFalseSharingRange) std::atomic<std::uint64_t> dropped{0};
+  std::atomic<std::uint64_t> expired{0};
+  std::atomic<std::uint64_t> redelivered{0};
+  std::atomic<std::uint64_t> dead_lettered{0};
+  std::atomic<std::uint64_t> delivered_by_departed{0};  ///< Deliveries of subscribers that left.
+};
+
+inline RingOptions ring_options(const BrokerConfig& config) {
+  RingOptions options;
+  options.capacity = config.max_queue_size;
+  options.block_size = std::min<std::size_t>(256, std::bit_ceil(config.max_queue_size));
+  switch (config.overflow_policy) {
+    case OverflowPolicy::block: options.full_policy = FullPolicy::block; break;
+    case OverflowPolicy::reject: options.full_policy = FullPolicy::fail; break;
+    case OverflowPolicy::drop_oldest: options.full_policy = FullPolicy::overtake; break;
+  }
+  options.producer_mode = ProducerMode::multi;
+  return options;
+}
+
+class Topic {
+ public:
+  Topic(std::string topic_name, const BrokerConfig& config) : name(std::move(topic_name)), ring(ring_options(config)) {}
+
+  const std::string name;
+  Ring ring;
+  TopicCounters counters;
+  std::atomic<bool> deleted{false};
+  std::atomic<std::uint64_t> clear_epoch{0};
+
+  // Registry: guarded by `mutex`.
+  mutable std::mutex mutex;
+  std::vector<SubscriberEntry*> entries;
+  std::unordered_map<std::string, std::shared_ptr<Group>> groups;
+
+  /// Asynchronous receivers waiting for this topic.
+  void add_async_waiter(std::shared_ptr<AsyncWaiter> waiter) {
+    const std::lock_guard lock(waiters_mutex_);
+    waiters_.push_back(std::move(waiter));
+    // seq_cst pairs with the fence in notify_async_if_waiting (a waiter registers, then re-checks
+    // the ring; a publisher writes the ring, then checks for waiters: one of them sees the other).
+    async_waiters_.store(waiters_.size(), std::memory_order_seq_cst);
+  }
+
+  bool remove_async_waiter(const AsyncWaiter* waiter) {
+    const std::lock_guard lock(waiters_mutex_);
+    const auto n = std::erase_if(waiters_, [&](const auto& w) { return w.get() == waiter; });
+    async_waiters_.store(waiters_.size(), std::memory_order_relaxed);
+    return n != 0;
+  }
+
+  /// Called by publishers after writing the ring.
+  void notify_async_if_waiting() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (async_waiters_.load(std::memory_order_relaxed) != 0) [[unlikely]]
+      notify_async();
+  }
+
+  void notify_async() {
+    std::vector<std::shared_ptr<AsyncWaiter>> woken;
+    {
+      const std::lock_guard lock(waiters_mutex_);
+      woken.swap(waiters_);
+      async_waiters_.store(0, std::memory_order_relaxed);
+    }
+    for (const auto& w : woken) w->notify();
+  }
+
+  /// Wakes every subscriber and asynchronous waiter (shutdown, delete, requeue).
+  void wake_all() {
+    {
+      const std::lock_guard lock(mutex);
+      for (auto* e : entries) e->owner->wake();
+    }
+    notify_async();
+  }
+
+  [[nodiscard]] TopicInfo info(bool with_subscribers) const {
+    TopicInfo info;
+    info.name = name;
+    info.published = counters.published.load(std::memory_order_relaxed);
+    info.dropped = counters.dropped.load(std::memory_order_relaxed);
+    info.expired = counters.expired.load(std::memory_order_relaxed);
+    info.redelivered = counters.redelivered.load(std::memory_order_relaxed);
+    info.dead_lettered = counters.dead_lettered.load(std::memory_order_relaxed);
+    info.delivered = counters.delivered_by_departed.load(std::memory_order_relaxed);
+    const std::lock_guard lock(mutex);
+    info.subscribers = entries.size();
+    info.groups = groups.size();
+    for (const auto* e : entries) {
+      SubscriberInfo s;
+      s.id = e->id;
+      s.group = e->group != nullptr ? e->group->name : std::string();
+      s.lag = e->lag();
+      s.lost = e->lost();
+      s.delivered = e->delivered.load(std::memory_order_relaxed);
+      s.unacked = e->unacked.load(std::memory_order_relaxed);
+      info.delivered += s.delivered;
+      info.dropped += s.lost;
+      info.queue_depth = std::max(info.queue_depth, s.lag);
+      if (with_subscribers) info.subscriber_info.push_back(std::move(s));
+    }
+    return info;
+  }
+
+ private:
+  std::mutex waiters_mutex_;
+  std::vector<std::shared_ptr<AsyncWaiter>> waiters_;
+  std::atomic<std::size_t> async_waiters_{0};
+};
+
+}  // namespace kincir::memory::detail

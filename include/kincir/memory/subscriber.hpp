@@ -1,0 +1,356 @@
+/// @file
+/// `kincir::memory::InMemorySubscriber` and `InMemoryAckSubscriber`: receive from a topic of an
+/// `InMemoryBroker`.
+#pragma once
+
+#include <kincir/config.hpp>
+#include <kincir/core/ack.hpp>
+#include <kincir/core/concepts.hpp>
+#include <kincir/core/error.hpp>
+#include <kincir/core/message.hpp>
+#include <kincir/memory/broker.hpp>
+#include <kincir/memory/detail/subscriber_core.hpp>
+
+#include <atomic>        // async completion flag
+#include <chrono>        // receive_for
+#include <cstddef>       // std::size_t
+#include <memory>        // std::shared_ptr
+#include <optional>      // try_receive
+#include <span>          // batch settlement
+#include <string_view>   // topics
+#include <system_error>  // std::error_code
+#include <utility>       // std::pair
+#include <vector>        // batches
+
+#if KINCIR_HAS_ASIO
+#include <asio/associated_cancellation_slot.hpp>  // cancellation of async_receive
+#include <asio/associated_executor.hpp>           // the handler's executor
+#include <asio/async_result.hpp>                  // asio::async_initiate
+#include <asio/error.hpp>                         // asio::error::operation_aborted
+#include <asio/executor_work_guard.hpp>           // keeps the executor alive while waiting
+#include <asio/post.hpp>                          // completion never inside the initiating call
+#endif
+
+namespace kincir::memory {
+
+#if KINCIR_HAS_ASIO
+namespace detail {
+
+/// One `async_receive`: tries the subscriber, otherwise waits on the topic's async waiter list.
+template <class Handler>
+class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<ReceiveOp<Handler>> {
+ public:
+  ReceiveOp(std::shared_ptr<SubscriberCore> core, Handler handler)
+      : core_(std::move(core)),
+        handler_(std::move(handler)),
+        work_(asio::make_work_guard(asio::get_associated_executor(handler_))) {}
+
+  void start() {
+    auto slot = asio::get_associated_cancellation_slot(handler_);
+    if (slot.is_connected()) {
+      slot.assign([weak = this->weak_from_this()](asio::cancellation_type) {
+        if (auto self = weak.lock()) self->cancel();
+      });
+    }
+    core_->set_pending(this->weak_from_this());
+    attempt();
+  }
+
+  void notify() noexcept override {
+    asio::post(work_.get_executor(), [self = this->shared_from_this()] { self->attempt(); });
+  }
+
+  void cancel() override {
+    if (const auto& topic = core_->topic()) topic->remove_async_waiter(this);
+    complete(asio::error::operation_aborted, Message{});
+  }
+
+ private:
+  void attempt() {
+    if (done_.load(std::memory_order_acquire)) return;
+    Requeued r;
+    std::error_code ec;
+    if (core_->try_next(r, ec) || ec) return complete(ec, std::move(r.message));
+    // Register, then look again: a publish between the two is seen by one side or the other.
+    core_->topic()->add_async_waiter(this->shared_from_this());
+    if (core_->try_next(r, ec) || ec) {
+      core_->topic()->remove_async_waiter(this);
+      complete(ec, std::move(r.message));
+    }
+  }
+
+  void complete(std::error_code ec, Message message) {
+    if (done_.exchange(true, std::memory_order_acq_rel)) return;
+    auto executor = work_.get_executor();
+    asio::post(executor, [handler = std::move(handler_), ec, message = std::move(message)]() mutable {
+      std::move(handler)(ec, std::move(message));
+    });
+    work_.reset();
+  }
+
+  std::shared_ptr<SubscriberCore> core_;
+  Handler handler_;
+  asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
+  std::atomic<bool> done_{false};
+};
+
+}  // namespace detail
+#endif
+
+/// Receives the messages of one topic from an `InMemoryBroker`: every message published after
+/// `subscribe`, in publication order, or — with a group — its share of them.
+///
+/// Thread safety: one thread at a time (a subscriber is a cursor); share work across threads with
+/// a group, one subscriber per thread. Several subscribers may run concurrently.
+class InMemorySubscriber {
+ public:
+  explicit InMemorySubscriber(const InMemoryBroker& broker) : InMemorySubscriber(broker.state_, false) {}
+  explicit InMemorySubscriber(const std::shared_ptr<InMemoryBroker>& broker)
+      : InMemorySubscriber(broker->state_, false) {}
+
+  InMemorySubscriber(InMemorySubscriber&&) noexcept = default;
+  InMemorySubscriber& operator=(InMemorySubscriber&&) noexcept = default;
+  InMemorySubscriber(const InMemorySubscriber&) = delete;
+  InMemorySubscriber& operator=(const InMemorySubscriber&) = delete;
+
+  /// Leaves the topic (a pending `async_receive` completes with `operation_aborted`); the
+  /// subscriber no longer holds publishers back.
+  ~InMemorySubscriber() {
+    if (core_) core_->cancel_pending();
+  }
+
+  /// Subscribes to `topic`, leaving any previous topic. Errors: `invalid_topic`,
+  /// `too_many_topics`, `too_many_subscribers`, `broker_shutdown`.
+  void subscribe(std::string_view topic, std::error_code& ec) { core_->subscribe(topic, {}, ec); }
+  void subscribe(std::string_view topic) {
+    std::error_code ec;
+    subscribe(topic, ec);
+    throw_if(ec, "InMemorySubscriber::subscribe");
+  }
+
+  /// Joins consumer group `group` of `topic`: members share the messages, each going to one
+  /// member (a work queue, like consumers of one RabbitMQ queue).
+  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
+    core_->subscribe(topic, group, ec);
+  }
+  void subscribe(std::string_view topic, std::string_view group) {
+    std::error_code ec;
+    subscribe(topic, group, ec);
+    throw_if(ec, "InMemorySubscriber::subscribe");
+  }
+
+  void unsubscribe() { core_->unsubscribe(); }
+
+  /// Blocks until a message arrives. Errors: `not_subscribed`, `closed` (topic deleted, all
+  /// received), `broker_shutdown` (after every message published before the shutdown).
+  Message receive(std::error_code& ec) {
+    detail::Requeued r;
+    core_->next_until(clock::time_point::max(), r, ec);
+    return std::move(r.message);
+  }
+  Message receive() {
+    std::error_code ec;
+    Message m = receive(ec);
+    throw_if(ec, "InMemorySubscriber::receive");
+    return m;
+  }
+
+  /// A message if one is there now; never waits. Terminal errors go to `ec`.
+  std::optional<Message> try_receive(std::error_code& ec) {
+    detail::Requeued r;
+    if (!core_->try_next(r, ec)) return std::nullopt;
+    return std::move(r.message);
+  }
+  std::optional<Message> try_receive() {
+    std::error_code ec;
+    auto m = try_receive(ec);
+    throw_if(ec, "InMemorySubscriber::try_receive");
+    return m;
+  }
+
+  /// Waits at most `timeout`; empty on timeout.
+  template <class Rep, class Period>
+  std::optional<Message> receive_for(std::chrono::duration<Rep, Period> timeout, std::error_code& ec) {
+    detail::Requeued r;
+    if (core_->next_until(deadline(timeout), r, ec)) return std::move(r.message);
+    if (ec == errc::timeout) ec.clear();
+    return std::nullopt;
+  }
+  template <class Rep, class Period>
+  std::optional<Message> receive_for(std::chrono::duration<Rep, Period> timeout) {
+    std::error_code ec;
+    auto m = receive_for(timeout, ec);
+    throw_if(ec, "InMemorySubscriber::receive_for");
+    return m;
+  }
+
+  /// Appends up to `max` messages that are there now to `out`; returns how many. Never waits.
+  std::size_t try_receive_batch(std::vector<Message>& out, std::size_t max, std::error_code& ec) {
+    std::size_t n = 0;
+    detail::Requeued r;
+    while (n < max && core_->try_next(r, ec)) {
+      out.push_back(std::move(r.message));
+      ++n;
+    }
+    if (n != 0) ec.clear();  // report a terminal condition on the next call
+    return n;
+  }
+  std::size_t try_receive_batch(std::vector<Message>& out, std::size_t max) {
+    std::error_code ec;
+    const auto n = try_receive_batch(out, max, ec);
+    throw_if(ec, "InMemorySubscriber::try_receive_batch");
+    return n;
+  }
+
+  /// Calls `fn(const Message&)` on up to `max` messages that are there now, in place: nothing is
+  /// copied out of the topic. Returns how many. Never waits. (Ack mode: these count as acked.)
+  template <class Fn>
+  std::size_t poll(std::size_t max, Fn&& fn, std::error_code& ec) {
+    return core_->poll(max, fn, ec);
+  }
+  template <class Fn>
+  std::size_t poll(std::size_t max, Fn&& fn) {
+    std::error_code ec;
+    const auto n = core_->poll(max, fn, ec);
+    throw_if(ec, "InMemorySubscriber::poll");
+    return n;
+  }
+
+#if KINCIR_HAS_ASIO
+  /// Receives asynchronously. Completion signature `void(std::error_code, kincir::Message)`.
+  /// The handler runs on its associated executor (`asio::system_executor` if it has none), never
+  /// inside this call. Cancellable through the token's cancellation slot
+  /// (`asio::error::operation_aborted`). One `async_receive` at a time per subscriber, and no
+  /// synchronous receive while it is pending.
+  template <class CompletionToken>
+  auto async_receive(CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
+        [core = core_](auto handler) {
+          auto op = std::make_shared<detail::ReceiveOp<decltype(handler)>>(core, std::move(handler));
+          op->start();
+        },
+        token);
+  }
+#endif
+
+  /// The subscribed topic's name, empty if not subscribed.
+  [[nodiscard]] std::string_view topic() const noexcept {
+    return core_->topic() ? std::string_view(core_->topic()->name) : std::string_view();
+  }
+  [[nodiscard]] std::string_view group() const noexcept { return core_->group_name(); }
+  /// Messages this subscriber (or its group) skipped because `drop_oldest` overtook it.
+  [[nodiscard]] std::uint64_t lost() const noexcept { return core_->lost(); }
+
+ protected:
+  using clock = detail::SubscriberCore::clock;
+
+  InMemorySubscriber(const std::shared_ptr<detail::BrokerState>& broker, bool ack_mode)
+      : core_(std::make_shared<detail::SubscriberCore>(broker, ack_mode)) {}
+
+  template <class Rep, class Period>
+  static clock::time_point deadline(std::chrono::duration<Rep, Period> timeout) {
+    const auto now = clock::now();
+    if (timeout >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(clock::time_point::max() - now))
+      return clock::time_point::max();
+    return now + std::chrono::duration_cast<clock::duration>(timeout);
+  }
+
+  std::shared_ptr<detail::SubscriberCore> core_;
+};
+
+/// A subscriber whose deliveries must be settled: `receive_with_ack` hands out a message with a
+/// `BasicAckHandle`; `ack` removes it, `nack(handle, true)` redelivers it (to this subscriber, or
+/// to any member of its group) with a higher delivery count, up to `BrokerConfig::max_deliveries`,
+/// after which it goes to the dead-letter topic (or is dropped and counted). At most
+/// `max_unacked` deliveries are outstanding: receiving waits while the window is full.
+/// `receive()`/`try_receive()` still work and count as acknowledged on delivery.
+///
+/// `ack`/`nack` may be called from any thread; receiving stays one thread at a time.
+class InMemoryAckSubscriber : public InMemorySubscriber {
+ public:
+  using handle_type = BasicAckHandle;
+
+  explicit InMemoryAckSubscriber(const InMemoryBroker& broker) : InMemorySubscriber(broker.state_, true) {}
+  explicit InMemoryAckSubscriber(const std::shared_ptr<InMemoryBroker>& broker)
+      : InMemorySubscriber(broker->state_, true) {}
+
+  std::pair<Message, handle_type> receive_with_ack(std::error_code& ec) {
+    return receive_with_ack_until(clock::time_point::max(), ec);
+  }
+  std::pair<Message, handle_type> receive_with_ack() {
+    std::error_code ec;
+    auto r = receive_with_ack(ec);
+    throw_if(ec, "InMemoryAckSubscriber::receive_with_ack");
+    return r;
+  }
+
+  /// Waits at most `timeout`; empty on timeout.
+  template <class Rep, class Period>
+  std::optional<std::pair<Message, handle_type>> receive_with_ack_for(std::chrono::duration<Rep, Period> timeout,
+                                                                      std::error_code& ec) {
+    auto r = receive_with_ack_until(deadline(timeout), ec);
+    if (ec == errc::timeout) {
+      ec.clear();
+      return std::nullopt;
+    }
+    if (ec) return std::nullopt;
+    return r;
+  }
+
+  void ack(const handle_type& h, std::error_code& ec) { core_->settle(h, detail::Settlement::ack, ec); }
+  void ack(const handle_type& h) {
+    std::error_code ec;
+    ack(h, ec);
+    throw_if(ec, "InMemoryAckSubscriber::ack");
+  }
+
+  /// `requeue`: deliver again (up to `max_deliveries`); otherwise dead-letter or drop.
+  void nack(const handle_type& h, bool requeue, std::error_code& ec) {
+    core_->settle(h, requeue ? detail::Settlement::requeue : detail::Settlement::reject, ec);
+  }
+  void nack(const handle_type& h, bool requeue) {
+    std::error_code ec;
+    nack(h, requeue, ec);
+    throw_if(ec, "InMemoryAckSubscriber::nack");
+  }
+
+  /// Settles every handle; the first unknown handle's error is reported, the others still settle.
+  void ack_batch(std::span<const handle_type> handles, std::error_code& ec) {
+    settle_all(handles, detail::Settlement::ack, ec);
+  }
+  void ack_batch(std::span<const handle_type> handles) {
+    std::error_code ec;
+    ack_batch(handles, ec);
+    throw_if(ec, "InMemoryAckSubscriber::ack_batch");
+  }
+  void nack_batch(std::span<const handle_type> handles, bool requeue, std::error_code& ec) {
+    settle_all(handles, requeue ? detail::Settlement::requeue : detail::Settlement::reject, ec);
+  }
+  void nack_batch(std::span<const handle_type> handles, bool requeue) {
+    std::error_code ec;
+    nack_batch(handles, requeue, ec);
+    throw_if(ec, "InMemoryAckSubscriber::nack_batch");
+  }
+
+ private:
+  std::pair<Message, handle_type> receive_with_ack_until(clock::time_point deadline, std::error_code& ec) {
+    detail::Requeued r;
+    if (!core_->next_until(deadline, r, ec)) return {};
+    handle_type h = core_->track(r);
+    return {std::move(r.message), std::move(h)};
+  }
+
+  void settle_all(std::span<const handle_type> handles, detail::Settlement how, std::error_code& ec) {
+    ec.clear();
+    for (const auto& h : handles) {
+      std::error_code one;
+      core_->settle(h, how, one);
+      if (one && !ec) ec = one;
+    }
+  }
+};
+
+static_assert(Subscriber<InMemorySubscriber>);
+static_assert(AckSubscriber<InMemoryAckSubscriber>);
+
+}  // namespace kincir::memory
