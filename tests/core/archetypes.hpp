@@ -87,6 +87,13 @@ class LoopbackBus {
     throw_if(ec, "receive_with_ack");
     return r;
   }
+  std::optional<std::pair<Message, handle_type>> receive_with_ack_for(std::chrono::milliseconds, std::error_code& ec) {
+    if (queue_.empty()) {
+      ec.clear();
+      return std::nullopt;
+    }
+    return receive_with_ack(ec);
+  }
   void ack(const handle_type&, std::error_code& ec) { ec.clear(); }
   void ack(const handle_type&) {}
   void nack(const handle_type&, bool, std::error_code& ec) { ec.clear(); }

@@ -67,13 +67,17 @@ concept AckHandle = std::copyable<H> && requires(const H& h) {
 };
 
 /// A subscriber whose deliveries must be settled: `ack`, or `nack` with or without requeue.
-/// `receive_with_ack()` returns the message and its handle (`auto [message, handle] = ...`).
+/// `receive_with_ack()` returns the message and its handle (`auto [message, handle] = ...`);
+/// `receive_with_ack_for(timeout, ec)` waits at most `timeout` (empty on timeout).
 template <class S>
 concept AckSubscriber = Subscriber<S> && AckHandle<typename S::handle_type> &&
     requires(S& s, const typename S::handle_type& h, std::span<const typename S::handle_type> hs, bool requeue,
              std::error_code& ec) {
   { s.receive_with_ack() } -> std::convertible_to<std::pair<Message, typename S::handle_type>>;
   { s.receive_with_ack(ec) } -> std::convertible_to<std::pair<Message, typename S::handle_type>>;
+  {
+    s.receive_with_ack_for(std::chrono::milliseconds{1}, ec)
+    } -> std::convertible_to<std::optional<std::pair<Message, typename S::handle_type>>>;
   s.ack(h);
   s.ack(h, ec);
   s.nack(h, requeue);

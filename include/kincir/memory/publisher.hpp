@@ -11,7 +11,6 @@
 
 #include <memory>        // std::shared_ptr
 #include <mutex>         // the topic cache
-#include <ranges>        // std::views::transform into envelopes
 #include <span>          // message ranges
 #include <string>        // cached topic name
 #include <string_view>   // topics
@@ -85,12 +84,10 @@ class InMemoryPublisher {
     }
 
     const std::int64_t expires = config.enable_ttl ? detail::steady_now_ns() + ttl_ns(config) : 0;
-    auto envelopes = messages | std::views::transform([expires](Message& m) {
-                       return detail::Envelope{std::move(m), expires};
-                     });
-    const PublishStatus status =
-        may_wait ? topic->ring.publish(envelopes.begin(), envelopes.end())
-                 : topic->ring.publish_until(envelopes.begin(), envelopes.end(), std::chrono::steady_clock::now());
+    const detail::EnvelopeIterator first(messages.data(), expires);
+    const detail::EnvelopeIterator last(messages.data() + messages.size(), expires);
+    const PublishStatus status = may_wait ? topic->ring.publish(first, last)
+                                          : topic->ring.publish_until(first, last, std::chrono::steady_clock::now());
     switch (status) {
       case PublishStatus::ok: break;
       case PublishStatus::full:

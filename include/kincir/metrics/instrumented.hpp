@@ -185,6 +185,19 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
     return delivery;
   }
 
+  template <class Rep, class Period, class S = inner_type>
+  requires AckSubscriber<S>
+  auto receive_with_ack_for(std::chrono::duration<Rep, Period> timeout, std::error_code& ec) {
+    const Stamp t = start();
+    auto delivery = inner_.receive_with_ack_for(timeout, ec);
+    if (ec) {
+      collector_->record_error();
+    } else if (delivery) {
+      finish_receive(t);
+    }
+    return delivery;
+  }
+
   template <class S = inner_type>
   requires AckSubscriber<S>
   void ack(const typename S::handle_type& handle, std::error_code& ec) {

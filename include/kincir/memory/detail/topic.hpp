@@ -12,7 +12,10 @@
 #include <atomic>         // counters, flags
 #include <chrono>         // steady clock for TTL
 #include <cstdint>        // counters
+#include <compare>        // iterator ordering
+#include <cstddef>        // std::ptrdiff_t
 #include <deque>          // requeued deliveries
+#include <iterator>       // iterator tags
 #include <memory>         // std::shared_ptr
 #include <mutex>          // registry and requeue locks
 #include <string>         // names
@@ -35,6 +38,43 @@ struct Envelope {
 };
 
 using Ring = BroadcastRing<Envelope>;
+
+/// Presents a span of messages to the ring as envelopes: dereferencing moves the message out into
+/// an `Envelope` carrying the batch's expiry. The ring dereferences each position once.
+class EnvelopeIterator {
+ public:
+  using iterator_concept = std::random_access_iterator_tag;
+  using iterator_category = std::input_iterator_tag;  // yields prvalues
+  using value_type = Envelope;
+  using difference_type = std::ptrdiff_t;
+  using reference = Envelope;
+
+  EnvelopeIterator() = default;
+  EnvelopeIterator(Message* position, std::int64_t expires_ns) noexcept : p_(position), expires_(expires_ns) {}
+
+  Envelope operator*() const noexcept { return Envelope{std::move(*p_), expires_}; }
+  Envelope operator[](difference_type n) const noexcept { return Envelope{std::move(p_[n]), expires_}; }
+
+  EnvelopeIterator& operator++() noexcept { return ++p_, *this; }
+  EnvelopeIterator operator++(int) noexcept { return {p_++, expires_}; }
+  EnvelopeIterator& operator--() noexcept { return --p_, *this; }
+  EnvelopeIterator operator--(int) noexcept { return {p_--, expires_}; }
+  EnvelopeIterator& operator+=(difference_type n) noexcept { return p_ += n, *this; }
+  EnvelopeIterator& operator-=(difference_type n) noexcept { return p_ -= n, *this; }
+  friend EnvelopeIterator operator+(EnvelopeIterator i, difference_type n) noexcept { return i += n; }
+  friend EnvelopeIterator operator+(difference_type n, EnvelopeIterator i) noexcept { return i += n; }
+  friend EnvelopeIterator operator-(EnvelopeIterator i, difference_type n) noexcept { return i -= n; }
+  friend difference_type operator-(const EnvelopeIterator& a, const EnvelopeIterator& b) noexcept {
+    return a.p_ - b.p_;
+  }
+  friend bool operator==(const EnvelopeIterator& a, const EnvelopeIterator& b) noexcept { return a.p_ == b.p_; }
+  friend auto operator<=>(const EnvelopeIterator& a, const EnvelopeIterator& b) noexcept { return a.p_ <=> b.p_; }
+
+ private:
+  Message* p_ = nullptr;
+  std::int64_t expires_ = 0;
+};
+static_assert(std::random_access_iterator<EnvelopeIterator>);
 
 /// A delivery waiting to be handed out again after a `nack` with requeue.
 struct Requeued {
