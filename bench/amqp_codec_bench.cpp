@@ -3,6 +3,7 @@
 // buffer). Target: >= 5 million 1 KiB publishes encoded per second per core.
 #include <kincir/rabbitmq/amqp/channel.hpp>
 #include <kincir/rabbitmq/amqp/codec.hpp>
+#include <kincir/rabbitmq/amqp/content.hpp>
 #include <kincir/rabbitmq/amqp/frame.hpp>
 
 #include <benchmark/benchmark.h>
@@ -128,6 +129,62 @@ void BM_DecodeDelivery(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * read_buffer.size()));
 }
 BENCHMARK(BM_DecodeDelivery);
+
+/// The server's direction: a delivery (basic.deliver + header + 1 KiB body) encoded, as the
+/// test server and the fuzz seeds do.
+void BM_EncodeDelivery(benchmark::State& state) {
+  const std::vector<std::uint8_t> body(kBodySize, 0x5A);
+  const auto props = typical_properties();
+  amqp::BasicDeliver deliver;
+  deliver.consumer_tag = "amq.ctag-Vq2sXDc9QpOy4SLrAbGnNw";
+  deliver.exchange = "orders";
+  deliver.routing_key = "orders.created.eu-west";
+  amqp::OutputBuffer out;
+  std::error_code ec;
+  for (auto _ : state) {
+    out.clear();
+    ++deliver.delivery_tag;
+    amqp::encode_method_frame(out.bytes(), 1, deliver, ec);
+    amqp::encode_content(out, 1, props, body, amqp::kDefaultFrameMax, ec);
+    benchmark::DoNotOptimize(out.bytes().data());
+  }
+  if (ec) state.SkipWithError("encoding failed");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_EncodeDelivery);
+
+/// A publish decoded from its frames (what a broker or a test server does): frame parsing,
+/// basic.publish, content header and a body sliced from the buffer.
+void BM_DecodePublish(benchmark::State& state) {
+  const std::vector<std::uint8_t> body(kBodySize, 0x5A);
+  amqp::OutputBuffer wire;
+  std::error_code ec;
+  amqp::encode_publish(wire, 1, typical_publish(), typical_properties(), body, amqp::kDefaultFrameMax, ec);
+  const kincir::Bytes read_buffer(wire.flatten());
+  const amqp::FrameReader reader(amqp::kDefaultFrameMax);
+  amqp::BasicPublish publish;
+  amqp::ContentAssembler content;
+  std::size_t decoded = 0;
+  for (auto _ : state) {
+    std::span<const std::uint8_t> rest = read_buffer.span();
+    auto r = reader.parse(rest, ec);
+    amqp::decode_method_as(r.frame.payload, publish, ec);
+    content.begin();
+    rest = rest.subspan(r.size);
+    while (!rest.empty()) {
+      r = reader.parse(rest, ec);
+      if (content.feed(r.frame, &read_buffer, ec)) {
+        const kincir::Bytes message = content.take_body();
+        decoded += message.size() == kBodySize ? 1 : 0;
+        benchmark::DoNotOptimize(message.data());
+      }
+      rest = rest.subspan(r.size);
+    }
+  }
+  if (ec || decoded != static_cast<std::size_t>(state.iterations())) state.SkipWithError("decoding failed");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_DecodePublish);
 
 /// Frame splitting alone over a buffer of many frames.
 void BM_FrameReader(benchmark::State& state) {

@@ -6,6 +6,7 @@
 
 #include <kincir/rabbitmq/amqp/channel.hpp>
 
+#include <chrono>        // the synthetic heartbeat clock
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint8_t
 #include <cstdlib>       // std::abort
@@ -70,12 +71,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   channel.frame_max = conn.tuning.frame_max == 0 ? amqp::kDefaultFrameMax : conn.tuning.frame_max;
   start_channel(channel);
+  // A synthetic clock: each frame arrives some seconds after the previous one.
+  auto now = amqp::Heartbeat::clock::time_point() + std::chrono::hours(1);
+  conn.heartbeat.start(std::chrono::seconds(conn.tuning.heartbeat), now);
   bool opened = false;
   while (!rest.empty()) {
     std::error_code ec;
     const auto r = conn.reader.parse(rest, ec);
     if (r.status != amqp::ParseStatus::complete) break;
     rest = rest.subspan(r.size);
+    now += std::chrono::seconds(r.frame.payload.empty() ? 0 : r.frame.payload.back() % 4);
+    if (amqp::resume(conn, amqp::Event::tick(now)).kind == Kind::protocol_error) return 0;  // missed heartbeats
+    conn.heartbeat.on_read(now);
     const amqp::Event frame = amqp::Event::received(r.frame);
     amqp::Action action;
     if (r.frame.channel == 0 || r.frame.type == amqp::FrameType::heartbeat) {
@@ -108,5 +115,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     channel.out.clear();
     conn.out.clear();
   }
-  return 0;
+
+  // Whatever is left is the server's side of a client-initiated close.
+  amqp::CloseAlgo close;
+  ev = amqp::Event::start();
+  for (int steps = 0; steps < 100000; ++steps) {
+    const amqp::Action action = close.resume(conn, ev);
+    if (action.kind == Kind::done) return 0;
+    if (action.kind == Kind::write) {
+      ev = amqp::Event::written();
+      continue;
+    }
+    std::error_code ec;
+    const auto r = conn.reader.parse(rest, ec);
+    if (r.status != amqp::ParseStatus::complete) {
+      ev = amqp::Event::timeout();
+      continue;
+    }
+    ev = amqp::Event::received(r.frame);
+    rest = rest.subspan(r.size);
+  }
+  std::abort();  // the close never finished
 }
