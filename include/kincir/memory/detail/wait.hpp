@@ -1,0 +1,106 @@
+/// @file
+/// Internal: spinning and parking for `BroadcastRing` (pause instruction, futex-style park/wake).
+///
+/// On Linux a parked thread sleeps on the futex behind a 32-bit signal word, with an optional
+/// deadline; elsewhere it uses `std::atomic::wait` (timed waits then poll with short sleeps). The
+/// ring only calls `wake_all` when its waiter count says someone is parked, so the fast paths make
+/// no system call.
+#pragma once
+
+#include <kincir/config.hpp>
+
+#include <atomic>       // std::atomic
+#include <chrono>       // deadlines
+#include <cstdint>      // std::uint32_t
+#include <thread>       // std::this_thread::sleep_for (portable fallback)
+#include <type_traits>  // std::is_same_v
+
+#if defined(__linux__)
+#include <linux/futex.h>  // FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+#include <sys/syscall.h>  // SYS_futex
+#include <unistd.h>       // syscall
+
+#include <climits>  // INT_MAX (wake everyone)
+#include <ctime>    // timespec
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>  // _mm_pause
+#endif
+
+namespace kincir::memory::detail {
+
+/// The clock every ring deadline is converted to.
+using WaitClock = std::chrono::steady_clock;
+
+/// "No deadline".
+inline constexpr WaitClock::time_point kNoDeadline = WaitClock::time_point::max();
+
+/// Tells the CPU that this thread is spinning (x86 `pause`, ARM `yield`).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+/// Converts a deadline on any clock to `WaitClock`.
+template <class Clock, class Duration>
+WaitClock::time_point to_wait_clock(std::chrono::time_point<Clock, Duration> deadline) noexcept {
+  if constexpr (std::is_same_v<Clock, WaitClock>) {
+    return std::chrono::time_point_cast<WaitClock::duration>(deadline);
+  } else {
+    const auto now = Clock::now();
+    if (deadline <= now) return WaitClock::now();
+    const auto left = std::chrono::duration_cast<WaitClock::duration>(deadline - now);
+    const auto base = WaitClock::now();
+    if (left >= kNoDeadline - base) return kNoDeadline;
+    return base + left;
+  }
+}
+
+/// Sleeps while `word` holds `expected`, until `wake_all(word)` or `deadline`. May return early
+/// (spurious wake-up); the caller re-checks its condition. Returns false once the deadline passed.
+inline bool park_until(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       WaitClock::time_point deadline) noexcept {
+#if defined(__linux__)
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(int), "the futex word is the atomic itself");
+  timespec timeout{};
+  timespec* timeout_ptr = nullptr;
+  if (deadline != kNoDeadline) {
+    const auto now = WaitClock::now();
+    if (now >= deadline) return false;
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+    timeout.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    timeout.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    timeout_ptr = &timeout;
+  }
+  // The futex compares the word with `expected` atomically with going to sleep: a wake_all after
+  // the word changed cannot be missed.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): the futex system call has no wrapper
+  syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAIT_PRIVATE, static_cast<int>(expected), timeout_ptr,
+          nullptr, 0);
+  return deadline == kNoDeadline || WaitClock::now() < deadline;
+#else
+  if (deadline == kNoDeadline) {
+    word.wait(expected, std::memory_order_acquire);
+    return true;
+  }
+  if (WaitClock::now() >= deadline) return false;
+  if (word.load(std::memory_order_acquire) == expected) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  return WaitClock::now() < deadline;
+#endif
+}
+
+/// Wakes every thread parked on `word` (the caller has changed the word first).
+inline void wake_all(std::atomic<std::uint32_t>& word) noexcept {
+#if defined(__linux__)
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): the futex system call has no wrapper
+  syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#else
+  word.notify_all();
+#endif
+}
+
+}  // namespace kincir::memory::detail
