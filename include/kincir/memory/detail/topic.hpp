@@ -8,12 +8,12 @@
 #include <kincir/memory/ring.hpp>
 #include <kincir/memory/stats.hpp>
 
-#include <algorithm>      // std::erase
+#include <algorithm>      // std::find, std::min
 #include <atomic>         // counters, flags
 #include <chrono>         // steady clock for TTL
-#include <cstdint>        // counters
 #include <compare>        // iterator ordering
 #include <cstddef>        // std::ptrdiff_t
+#include <cstdint>        // counters
 #include <deque>          // requeued deliveries
 #include <iterator>       // iterator tags
 #include <memory>         // std::shared_ptr
@@ -280,6 +280,7 @@ class Topic {
     const std::lock_guard lock(mutex);
     info.subscribers = entries.size();
     info.groups = groups.size();
+    std::vector<const Group*> counted_groups;  // a group's cursor loses messages once, not per member
     for (const auto* e : entries) {
       SubscriberInfo s;
       s.id = e->id;
@@ -289,7 +290,11 @@ class Topic {
       s.delivered = e->delivered.load(std::memory_order_relaxed);
       s.unacked = e->unacked.load(std::memory_order_relaxed);
       info.delivered += s.delivered;
-      info.dropped += s.lost;
+      if (e->group == nullptr ||
+          std::find(counted_groups.begin(), counted_groups.end(), e->group) == counted_groups.end()) {
+        info.dropped += s.lost;
+        if (e->group != nullptr) counted_groups.push_back(e->group);
+      }
       info.queue_depth = std::max(info.queue_depth, s.lag);
       if (with_subscribers) info.subscriber_info.push_back(std::move(s));
     }
