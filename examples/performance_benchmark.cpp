@@ -87,6 +87,7 @@ void concurrent(int publishers, int per_publisher, int subscribers, std::vector<
   const int total = publishers * per_publisher;
   std::vector<int> received(static_cast<std::size_t>(subscribers), 0);
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(subscribers) + static_cast<std::size_t>(publishers));
   const auto start = clock_type::now();
   for (int s = 0; s < subscribers; ++s) {
     threads.emplace_back([&, s] {

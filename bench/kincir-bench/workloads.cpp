@@ -222,7 +222,7 @@ TimedResult concurrent_test(const ConcurrentShape& shape, const Metrics& metrics
 
   HeapProbe probe(true);
   std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(shape.publishers + shape.subscribers));
+  threads.reserve(static_cast<std::size_t>(shape.publishers) + static_cast<std::size_t>(shape.subscribers));
   const auto start = clock_type::now();
   for (auto& subscriber : subscribers) {
     threads.emplace_back([&subscriber, &metrics, total] {
@@ -366,7 +366,8 @@ void pipeline(benchmark::State& state, const PipelineShape& shape) {
   }
   const auto messages = static_cast<double>(shape.count);
   set_counts(state, messages, shape.group ? messages : messages * shape.subscribers);
-  if (shape.feed == Feed::build_and_publish) set_counter(state, kPayloadBytes, messages * shape.size);
+  if (shape.feed == Feed::build_and_publish)
+    set_counter(state, kPayloadBytes, messages * static_cast<double>(shape.size));
 }
 
 // --- publish -> receive latency ----------------------------------------------------------------

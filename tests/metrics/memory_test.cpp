@@ -19,6 +19,7 @@ namespace {
 
 std::vector<kincir::Message> batch(int n) {
   std::vector<kincir::Message> out;
+  out.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) out.emplace_back(std::string("m") + std::to_string(i));
   return out;
 }
