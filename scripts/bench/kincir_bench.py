@@ -224,8 +224,9 @@ set ylabel "million per second (median)"
 set xtics rotate by -40 left noenhanced font ",9"
 set xrange [-0.6:{len(rows) - 0.4}]
 set key top right
-plot {gnuplot_quote(bars)} using ($3 == 0 ? $1 : 1/0):2:xtic(4) with boxes lc rgb "#3a78b5" title "messages/s", \\
-     {gnuplot_quote(bars)} using ($3 == 1 ? $1 : 1/0):2 with boxes lc rgb "#d9822b" title "deliveries/s"
+plot {gnuplot_quote(bars)} using 1:2:($3 == 0 ? 0x3a78b5 : 0xd9822b):xtic(4) with boxes lc rgb variable notitle, \\
+     NaN with boxes lc rgb "#3a78b5" title "messages/s", \\
+     NaN with boxes lc rgb "#d9822b" title "deliveries/s (messages x subscribers)"
 """
     if sizes:
         script += f"""
