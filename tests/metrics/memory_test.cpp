@@ -56,7 +56,8 @@ TEST_CASE("metrics_observe reports the broker's own counts on every snapshot", "
 
   // Polled afresh: the next snapshot sees the receives made since.
   for (int i = 0; i < 3; ++i) (void)subscriber.receive();
-  const auto* t = find_source(collector.snapshot(), "memory");
+  const kincir::PerformanceMetrics second = collector.snapshot();
+  const auto* t = find_source(second, "memory");
   REQUIRE(t != nullptr);
   CHECK(t->delivered == 5);
   CHECK(t->queue_depth == 0);
@@ -79,7 +80,8 @@ TEST_CASE("the shared_ptr form keeps the broker alive for the registration", "[m
     publisher.publish("t", batch(4));
   }
   CHECK_FALSE(weak.expired());  // the collector's registration owns it now
-  const auto* s = find_source(collector.snapshot(), "shared");
+  const kincir::PerformanceMetrics m = collector.snapshot();
+  const auto* s = find_source(m, "shared");
   REQUIRE(s != nullptr);
   CHECK(s->published == 4);
   CHECK(s->queue_depth == 0);  // its only subscriber is gone
@@ -95,7 +97,8 @@ TEST_CASE("a broker without statistics reports zeros", "[metrics]") {
   InMemorySubscriber subscriber(broker);
   subscriber.subscribe("t");
   publisher.publish("t", batch(3));
-  const auto* s = find_source(collector.snapshot(), "quiet");
+  const kincir::PerformanceMetrics m = collector.snapshot();
+  const auto* s = find_source(m, "quiet");
   REQUIRE(s != nullptr);
   CHECK(s->published == 0);
   CHECK(s->delivered == 0);
