@@ -145,6 +145,9 @@ TEST_CASE("shutdown racing publishers and receivers loses nothing that was accep
   }
   std::atomic<int> accepted{0};
   std::vector<int> received(2, 0);
+  // Catch's assertions are not thread-safe: threads record their final error, checked after join.
+  std::vector<std::error_code> subscriber_end(2);
+  std::vector<std::error_code> publisher_end(kPublishers);
   std::vector<std::thread> threads;
   for (int s = 0; s < 2; ++s) {
     threads.emplace_back([&, s] {
@@ -154,7 +157,7 @@ TEST_CASE("shutdown racing publishers and receivers loses nothing that was accep
         if (ec) break;
         ++received[static_cast<std::size_t>(s)];
       }
-      CHECK(ec == errc::broker_shutdown);
+      subscriber_end[static_cast<std::size_t>(s)] = ec;
     });
   }
   for (int p = 0; p < kPublishers; ++p) {
@@ -164,7 +167,7 @@ TEST_CASE("shutdown racing publishers and receivers loses nothing that was accep
       for (int i = 0;; ++i) {
         publisher.publish("t", tagged(p, i), ec);
         if (ec) {
-          CHECK(ec == errc::broker_shutdown);
+          publisher_end[static_cast<std::size_t>(p)] = ec;
           break;
         }
         accepted.fetch_add(1);
@@ -174,6 +177,8 @@ TEST_CASE("shutdown racing publishers and receivers loses nothing that was accep
   std::this_thread::sleep_for(50ms);
   broker.shutdown();
   for (auto& t : threads) t.join();
+  for (const auto& ec : subscriber_end) CHECK(ec == errc::broker_shutdown);
+  for (const auto& ec : publisher_end) CHECK(ec == errc::broker_shutdown);
   CHECK(accepted.load() > 0);
   CHECK(received[0] == accepted.load());
   CHECK(received[1] == accepted.load());
