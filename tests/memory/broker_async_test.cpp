@@ -46,7 +46,7 @@ TEST_CASE("async_receive with a callback completes on the io_context, never inli
   bool inside_initiation = true;
   std::optional<std::string> got;
   std::error_code result = kincir::errc::timeout;
-  subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, Message m) {
+  subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message& m) {
     CHECK_FALSE(inside_initiation);
     CHECK(io.get_executor().running_in_this_thread());
     result = ec;
@@ -70,7 +70,7 @@ TEST_CASE("async_receive waits for a publish from another thread", "[broker][asy
   int received = 0;
   std::function<void()> next;
   next = [&] {
-    subscriber.async_receive(asio::bind_executor(strand, [&](std::error_code ec, Message m) {
+    subscriber.async_receive(asio::bind_executor(strand, [&](std::error_code ec, const Message& m) {
       REQUIRE_FALSE(ec);
       CHECK(strand.running_in_this_thread());
       CHECK(std::stoi(std::string(m.payload.view())) == received);
@@ -89,6 +89,8 @@ TEST_CASE("async_receive waits for a publish from another thread", "[broker][asy
   CHECK(received == 200);
 }
 
+// clang 14 with libstdc++ 12 has no coroutine support Asio recognises; g++ builds run this test.
+#if defined(ASIO_HAS_CO_AWAIT)
 TEST_CASE("async_receive works with use_future and use_awaitable", "[broker][async]") {
   InMemoryBroker broker(quiet_config());
   InMemoryPublisher publisher(broker);
@@ -116,6 +118,7 @@ TEST_CASE("async_receive works with use_future and use_awaitable", "[broker][asy
   guard.reset();
   runner.join();
 }
+#endif  // ASIO_HAS_CO_AWAIT
 
 TEST_CASE("async_receive is cancellable and ends on shutdown", "[broker][async]") {
   InMemoryBroker broker(quiet_config());
@@ -127,7 +130,7 @@ TEST_CASE("async_receive is cancellable and ends on shutdown", "[broker][async]"
   asio::cancellation_signal signal;
   std::error_code cancelled;
   subscriber.async_receive(asio::bind_cancellation_slot(
-      signal.slot(), asio::bind_executor(io, [&](std::error_code ec, Message) { cancelled = ec; })));
+      signal.slot(), asio::bind_executor(io, [&](std::error_code ec, const Message&) { cancelled = ec; })));
   io.poll();
   signal.emit(asio::cancellation_type::terminal);
   io.run();
@@ -137,7 +140,7 @@ TEST_CASE("async_receive is cancellable and ends on shutdown", "[broker][async]"
   // The subscription still works after a cancelled receive.
   std::error_code after_shutdown;
   int calls = 0;
-  subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, Message) {
+  subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message&) {
     after_shutdown = ec;
     ++calls;
   }));
@@ -156,7 +159,7 @@ TEST_CASE("destroying a subscriber aborts its pending async_receive", "[broker][
   {
     InMemorySubscriber subscriber(broker);
     subscriber.subscribe("t");
-    subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, Message) { result = ec; }));
+    subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message&) { result = ec; }));
     io.poll();
   }
   io.run();

@@ -111,7 +111,8 @@ TEST_CASE("a group under load receives each message exactly once", "[stress][gro
           auto msg = members[static_cast<std::size_t>(m)].receive_for(5ms);
           if (!msg) continue;
           const auto [p, seq] = parse(*msg);
-          seen[static_cast<std::size_t>(p * per_publisher + seq)].fetch_add(1);
+          seen[static_cast<std::size_t>(p) * static_cast<std::size_t>(per_publisher) + static_cast<std::size_t>(seq)]
+              .fetch_add(1);
           received.fetch_add(1);
         }
       });
@@ -123,9 +124,10 @@ TEST_CASE("a group under load receives each message exactly once", "[stress][gro
         for (int i = 0; i < per_publisher; ++i) {
           batch.push_back(tagged(p, i));
           // Batches of 1 to 50 messages, mixed.
-          if (batch.size() >= static_cast<std::size_t>(1 + (i * 7) % 50)) publisher.publish("jobs", std::move(batch));
+          if (batch.size() >= static_cast<std::size_t>(1 + (i * 7) % 50))
+            publisher.publish("jobs", std::exchange(batch, {}));
         }
-        publisher.publish("jobs", std::move(batch));
+        publisher.publish("jobs", std::exchange(batch, {}));
       });
     }
     for (auto& t : threads) t.join();
