@@ -548,7 +548,10 @@ class BroadcastRing {
   /// before the cursor existed and was not counted for it.
   State* join(bool group) {
     std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (zombies_.load(std::memory_order_relaxed) != 0) drain_zombies_locked();
+    if (zombies_.load(std::memory_order_relaxed) != 0) {
+      drain_zombies_locked();
+      notify_producers();
+    }
     State* st = free_state_locked();
     // Everything below any frontier is published: start looking at the highest one.
     std::uint64_t start = retired_blocks_ << block_shift_;
@@ -645,7 +648,10 @@ class BroadcastRing {
   bool try_retire() noexcept {
     std::unique_lock<std::mutex> lock(registry_mutex_, std::try_to_lock);
     if (!lock.owns_lock()) return false;
-    if (zombies_.load(std::memory_order_relaxed) != 0) drain_zombies_locked();
+    if (zombies_.load(std::memory_order_relaxed) != 0) {
+      drain_zombies_locked();
+      notify_producers();  // a zombie's frontier may have moved
+    }
     const std::uint64_t floor = min_frontier();
     const bool no_cursor = floor == kNone;
     const std::uint64_t limit = no_cursor ? claim_.load(std::memory_order_acquire) : floor;
@@ -973,19 +979,30 @@ class BroadcastRing {
     }
   }
 
-  /// Frees a claim announcement on every exit path.
-  struct ClaimGuard {
-    std::atomic<std::uint64_t>* claim;
-    ~ClaimGuard() {
-      if (claim != nullptr) claim->store(kNone, std::memory_order_release);
+  /// Frees a claim announcement on every exit path. Freeing it may raise the cursor's frontier,
+  /// so a producer parked on a full ring is told.
+  class ClaimGuard {
+   public:
+    ClaimGuard(BroadcastRing& ring, State& st, std::size_t index) noexcept : ring_(ring), claim_(&st.claims[index]) {}
+    ClaimGuard(const ClaimGuard&) = delete;
+    ClaimGuard& operator=(const ClaimGuard&) = delete;
+    ~ClaimGuard() { release(); }
+
+    void announce(std::uint64_t seq) noexcept { claim_->store(seq, std::memory_order_seq_cst); }
+    void release() noexcept {
+      if (claim_ == nullptr) return;
+      std::exchange(claim_, nullptr)->store(kNone, std::memory_order_release);
+      ring_.notify_producers();
     }
+
+   private:
+    BroadcastRing& ring_;
+    std::atomic<std::uint64_t>* claim_;
   };
 
   void after_shared_advance(std::uint64_t from, std::uint64_t to, ClaimGuard& guard) noexcept {
-    guard.claim->store(kNone, std::memory_order_release);
-    guard.claim = nullptr;
+    guard.release();
     if ((from >> block_shift_) != (to >> block_shift_)) try_retire();
-    notify_producers();
   }
 
   /// Claims a published range of a shared cursor and runs `on_element` on its deliverable elements.
@@ -993,15 +1010,14 @@ class BroadcastRing {
   /// head did not move meanwhile; producers and retirement respect announcements.
   template <class OnElement>
   std::size_t read_shared(State& st, std::uint32_t join, std::size_t max, OnElement& on_element) {
-    const std::size_t index = acquire_claim(st);
-    ClaimGuard guard{&st.claims[index]};
+    ClaimGuard guard(*this, st, acquire_claim(st));
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
     std::uint64_t h = 0;
     std::uint64_t end = 0;
     for (;;) {
       h = st.head.load(std::memory_order_seq_cst);
-      guard.claim->store(h, std::memory_order_seq_cst);
+      guard.announce(h);
       if (st.head.load(std::memory_order_seq_cst) != h) continue;
       const std::uint64_t floor = clear_floor_.load(std::memory_order_relaxed);
       end = h;
@@ -1060,12 +1076,11 @@ class BroadcastRing {
   /// this cursor, or another member may take it: a read then returns 0 and the caller waits again).
   /// The slot is looked at under a claim announcement, so its block cannot be retired meanwhile.
   std::optional<WaitStatus> shared_status(State& st) noexcept {
-    const std::size_t index = acquire_claim(st);
-    ClaimGuard guard{&st.claims[index]};
+    ClaimGuard guard(*this, st, acquire_claim(st));
     std::uint64_t h = 0;
     do {
       h = st.head.load(std::memory_order_seq_cst);
-      guard.claim->store(h, std::memory_order_seq_cst);
+      guard.announce(h);
     } while (st.head.load(std::memory_order_seq_cst) != h);
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
