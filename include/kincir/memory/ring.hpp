@@ -129,7 +129,8 @@ class BroadcastRing {
     State* state = nullptr;
     std::uint64_t pos = 0;
     std::uint32_t join = 0;
-    bool shared = false;  // reads claim ranges like a group (cursors of an overtaking ring)
+    bool shared = false;           // reads claim ranges like a group (cursors of an overtaking ring)
+    std::uint64_t tail_cache = 0;  // copy of the tail: slots at or above it are not looked at
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
   };
@@ -166,8 +167,7 @@ class BroadcastRing {
     block_mask_ = block_size_ - 1;
     // A producer may write block b once every cursor has passed sequence b * block_size - capacity,
     // so block b - (capacity / block_size + 1) is always passed: that many entries never collide.
-    table_size_ = std::bit_ceil(capacity_ / block_size_ + 1);
-    table_mask_ = table_size_ - 1;
+    table_size_ = capacity_ / block_size_ + 1;
     lines_per_block_ = (block_size_ * sizeof(Slot) + kCacheLineSize - 1) / kCacheLineSize;
     single_ = options_.producer_mode == ProducerMode::single;
     EntryAlloc a(alloc_);
@@ -347,17 +347,18 @@ class BroadcastRing {
     detail::wake_all(word);
   }
 
-  /// After publishing: wake parked readers, if any. The fence orders the slot stores before the
-  /// waiter check (a parking reader increments the count, fences, then re-checks the slots).
+  /// After publishing: wake parked readers, if any. The (light) fence orders the slot stores
+  /// before the waiter check; a parking reader increments the count, issues the heavy fence, then
+  /// checks the slots again: one of the two sees the other.
   void notify_readers() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    detail::light_fence();
     if (data_waiters_.load(std::memory_order_relaxed) != 0) signal(data_signal_);
   }
 
-  /// After a cursor moved: wake producers parked on a full ring, if any.
+  /// After a cursor moved: wake producers parked on a full ring, if any (same handshake).
   void notify_producers() noexcept {
     if (options_.full_policy != FullPolicy::block) return;
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    detail::light_fence();
     if (space_waiters_.load(std::memory_order_relaxed) != 0) signal(space_signal_);
   }
 
@@ -380,7 +381,7 @@ class BroadcastRing {
     }
     for (;;) {
       waiters.fetch_add(1, std::memory_order_seq_cst);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      detail::heavy_fence();
       const std::uint32_t seen = word.load(std::memory_order_acquire);
       auto r = check();
       bool in_time = true;
@@ -446,7 +447,7 @@ class BroadcastRing {
   Slot* find_slot(std::uint64_t seq, std::uint64_t& block_number, Slot*& block) const noexcept {
     const std::uint64_t b = seq >> block_shift_;
     if (b != block_number) {
-      const Entry& e = table_[b & table_mask_];
+      const Entry& e = table_[b % table_size_];
       if (e.number.load(std::memory_order_acquire) != b) return nullptr;
       Slot* p = e.slots.load(std::memory_order_acquire);
       if (p == nullptr) return nullptr;
@@ -464,7 +465,7 @@ class BroadcastRing {
   /// The block a producer writes sequence block `b` into: installs one when the entry is free,
   /// retires the block before it when every cursor has passed that one.
   Slot* block_for_write(std::uint64_t b) noexcept {
-    Entry& e = table_[b & table_mask_];
+    Entry& e = table_[b % table_size_];
     for (std::uint32_t attempt = 0;; ++attempt) {
       Slot* p = e.slots.load(std::memory_order_acquire);
       if (p != nullptr) {
@@ -480,11 +481,13 @@ class BroadcastRing {
       } else if (Slot* fresh = take_block(); fresh != nullptr) {
         if (single_) {
           e.slots.store(fresh, std::memory_order_relaxed);
+          e.passed.store(0, std::memory_order_relaxed);
           e.number.store(b, std::memory_order_release);
           return fresh;
         }
         Slot* expected = nullptr;
         if (e.slots.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          e.passed.store(0, std::memory_order_relaxed);
           e.number.store(b, std::memory_order_release);
           return fresh;
         }
@@ -644,6 +647,17 @@ class BroadcastRing {
     }
   }
 
+  /// A cursor moved from `from` to `to`: if that took it out of a block, count it as passed, and
+  /// when every cursor has passed that block try to retire (cheap for all but the slowest cursor).
+  void left_block(std::uint64_t from, std::uint64_t to) noexcept {
+    if ((from >> block_shift_) == (to >> block_shift_)) return;
+    const std::uint64_t b = (to >> block_shift_) - 1;
+    Entry& e = table_[b % table_size_];
+    if (e.number.load(std::memory_order_acquire) != b) return;
+    const std::uint32_t passed = e.passed.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (passed >= count_of(members_.load(std::memory_order_relaxed))) try_retire();
+  }
+
   /// Retires the blocks every cursor has passed, unless another thread holds the registry.
   bool try_retire() noexcept {
     std::unique_lock<std::mutex> lock(registry_mutex_, std::try_to_lock);
@@ -657,7 +671,7 @@ class BroadcastRing {
     const std::uint64_t limit = no_cursor ? claim_.load(std::memory_order_acquire) : floor;
     while (((retired_blocks_ + 1) << block_shift_) <= limit) {
       const std::uint64_t x = retired_blocks_;
-      Entry& e = table_[x & table_mask_];
+      Entry& e = table_[x % table_size_];
       Slot* block = e.slots.load(std::memory_order_acquire);
       if (block == nullptr || e.number.load(std::memory_order_acquire) != x) break;
       if (no_cursor && !all_published(block, x)) break;  // with cursors, their frontiers vouch for it
@@ -711,7 +725,6 @@ class BroadcastRing {
         if (status != PublishStatus::ok) return status;
       }
       sp_next_ = end;
-      claim_.store(end, std::memory_order_release);
     } else if (policy == FullPolicy::overtake) {
       if (closed_.load(std::memory_order_relaxed)) return PublishStatus::closed;
       start = claim_.fetch_add(n, std::memory_order_seq_cst);
@@ -732,21 +745,23 @@ class BroadcastRing {
       }
       start = t;
     }
-    write_slots(first, start, n);
+    const std::uint32_t readers = write_slots(first, start, n);
+    // Single producer: the tail moves once the batch is written, so it is also the published tail
+    // and readers read below it without waiting for slots. Multi: claimed slots may be in flight.
+    if (single_) claim_.store(start + n, std::memory_order_release);
+    // Nobody will pass the blocks of a cursor-less ring: give them back as they fill up.
+    if (readers == 0 && (start >> block_shift_) != ((start + n) >> block_shift_)) try_retire();
     notify_readers();
     return PublishStatus::ok;
   }
 
+  /// Writes and publishes [start, start + n); returns the cursor count the elements were counted for.
   template <class It>
-  void write_slots(It it, std::uint64_t start, std::uint64_t n) {
-    std::uint32_t count = 1;
-    std::uint32_t tag = 0;
-    if constexpr (kCounted) {
-      // Read after the claim: see leave() for why the order matters.
-      const std::uint64_t m = members_.load(std::memory_order_seq_cst);
-      count = count_of(m);
-      tag = epoch_of(m);
-    }
+  std::uint32_t write_slots(It it, std::uint64_t start, std::uint64_t n) {
+    // Read after the claim: see leave() for why the order matters.
+    const std::uint64_t m = members_.load(std::memory_order_seq_cst);
+    const std::uint32_t count = count_of(m);
+    const std::uint32_t tag = epoch_of(m);
     std::uint64_t block_number = single_ ? sp_block_number_ : kNone;
     Slot* block = single_ ? sp_block_ : nullptr;
     for (std::uint64_t seq = start; seq < start + n; ++seq, ++it) {
@@ -769,6 +784,7 @@ class BroadcastRing {
       sp_block_number_ = block_number;
       sp_block_ = block;
     }
+    return count;
   }
 
   /// The cached minimum frontier (single mode: producer-private; multi: shared, relaxed).
@@ -896,10 +912,10 @@ class BroadcastRing {
   /// wakes producers parked on a full ring.
   void finish_single(Reader& r, std::uint64_t pos) noexcept {
     if (pos == r.pos) return;
-    const bool crossed = (pos >> block_shift_) != (r.pos >> block_shift_);
+    const std::uint64_t from = r.pos;
     r.pos = pos;
     r.state->head.store(pos, std::memory_order_release);
-    if (crossed) try_retire();
+    left_block(from, pos);
     notify_producers();
   }
 
@@ -926,14 +942,28 @@ class BroadcastRing {
     std::size_t delivered = 0;
     Slot* slot = nullptr;
     try {
+      // One run per block: the block is looked up once; below the single producer's tail every
+      // slot is published, so only multi-producer rings check each slot's sequence.
       while (delivered < max) {
-        slot = find_slot(pos, r.block_number, r.block);
-        if (slot == nullptr || slot->seq.load(std::memory_order_acquire) != pos + 1) break;
-        if (counted_for(*slot, r.join)) {
-          on_element(*slot);
-          ++delivered;
+        if (pos >= r.tail_cache) {
+          r.tail_cache = claim_.load(std::memory_order_acquire);
+          if (pos >= r.tail_cache) break;
         }
-        ++pos;
+        slot = find_slot(pos, r.block_number, r.block);
+        if (slot == nullptr) break;
+        const std::uint64_t run_end = std::min(r.tail_cache, (pos | block_mask_) + 1);
+        bool stalled = false;
+        for (; pos < run_end && delivered < max; ++pos, ++slot) {
+          if (!single_ && slot->seq.load(std::memory_order_acquire) != pos + 1) {
+            stalled = true;  // still being written
+            break;
+          }
+          if (counted_for(*slot, r.join)) {
+            on_element(*slot);
+            ++delivered;
+          }
+        }
+        if (stalled) break;
       }
     } catch (...) {
       release(*slot);
@@ -944,12 +974,21 @@ class BroadcastRing {
     return delivered;
   }
 
+  /// Is anything claimed at or beyond the reader's position? Reloads the cached tail only when the
+  /// cache says no, so an idle reader polls the tail's line, not the slots being written.
+  bool tail_ahead(Reader& r) const noexcept {
+    if (r.pos < r.tail_cache) return true;
+    r.tail_cache = claim_.load(std::memory_order_acquire);
+    return r.pos < r.tail_cache;
+  }
+
   /// True if a deliverable element is at the reader's position (skipping what it must skip).
   bool single_ready(Reader& r) noexcept {
     skip_cleared(r);
+    if (!tail_ahead(r)) return false;
     std::uint64_t pos = r.pos;
     bool ready = false;
-    for (;;) {
+    while (pos < r.tail_cache) {
       Slot* slot = find_slot(pos, r.block_number, r.block);
       if (slot == nullptr || slot->seq.load(std::memory_order_acquire) != pos + 1) break;
       if (counted_for(*slot, r.join)) {
@@ -1002,7 +1041,7 @@ class BroadcastRing {
 
   void after_shared_advance(std::uint64_t from, std::uint64_t to, ClaimGuard& guard) noexcept {
     guard.release();
-    if ((from >> block_shift_) != (to >> block_shift_)) try_retire();
+    left_block(from, to);
   }
 
   /// Claims a published range of a shared cursor and runs `on_element` on its deliverable elements.
@@ -1010,6 +1049,7 @@ class BroadcastRing {
   /// head did not move meanwhile; producers and retirement respect announcements.
   template <class OnElement>
   std::size_t read_shared(State& st, std::uint32_t join, std::size_t max, OnElement& on_element) {
+    if (st.head.load(std::memory_order_acquire) >= claim_.load(std::memory_order_acquire)) return 0;
     ClaimGuard guard(*this, st, acquire_claim(st));
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
@@ -1029,7 +1069,7 @@ class BroadcastRing {
           Slot* slot = find_slot(s, block_number, block);
           if (counted_for(*slot, join)) release(*slot);
         }
-        if ((h >> block_shift_) != (end >> block_shift_)) try_retire();
+        left_block(h, end);
         continue;
       }
       std::size_t eligible = 0;
@@ -1076,6 +1116,10 @@ class BroadcastRing {
   /// this cursor, or another member may take it: a read then returns 0 and the caller waits again).
   /// The slot is looked at under a claim announcement, so its block cannot be retired meanwhile.
   std::optional<WaitStatus> shared_status(State& st) noexcept {
+    if (st.head.load(std::memory_order_acquire) >= claim_.load(std::memory_order_acquire)) {
+      if (closed_.load(std::memory_order_acquire)) return WaitStatus::closed;
+      return std::nullopt;
+    }
     ClaimGuard guard(*this, st, acquire_claim(st));
     std::uint64_t h = 0;
     do {
@@ -1121,8 +1165,7 @@ class BroadcastRing {
   std::uint64_t block_mask_ = 0;
   std::uint32_t block_shift_ = 0;
   bool single_ = false;
-  std::size_t table_size_ = 0;
-  std::size_t table_mask_ = 0;
+  std::size_t table_size_ = 0;  // capacity / block_size + 1 entries, indexed by block number modulo
   std::size_t lines_per_block_ = 0;
   Entry* table_ = nullptr;
   std::atomic<Chunk*> chunks_{nullptr};
@@ -1139,9 +1182,11 @@ class BroadcastRing {
   std::atomic<std::uint64_t> clear_floor_{0};
   std::atomic<bool> closed_{false};
 
-  // Producers: the tail, the cached gate, and the single producer's private state.
+  // The tail: claimed by producers, polled by readers that have caught up.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> claim_{0};
-  std::atomic<std::uint64_t> gate_cache_{0};
+
+  // Producer side only: the cached gate (multi: shared by producers), the single producer's state.
+  alignas(kFalseSharingRange) std::atomic<std::uint64_t> gate_cache_{0};
   std::uint64_t sp_next_ = 0;
   std::uint64_t sp_gate_ = 0;
   std::uint64_t sp_block_number_ = kNone;

@@ -50,6 +50,9 @@ template <class Slot>
 struct BlockEntry {
   std::atomic<std::uint64_t> number{kNoSequence};
   std::atomic<Slot*> slots{nullptr};
+  /// Cursors that have left the block: when it reaches the cursor count, the last one tries to
+  /// retire it (a hint; retirement itself checks every cursor).
+  std::atomic<std::uint32_t> passed{0};
 };
 
 /// Life of a cursor's registry entry.

@@ -1,5 +1,6 @@
 /// @file
-/// Internal: spinning and parking for `BroadcastRing` (pause instruction, futex-style park/wake).
+/// Internal: spinning and parking for `BroadcastRing` (pause instruction, futex-style park/wake,
+/// asymmetric fences).
 ///
 /// On Linux a parked thread sleeps on the futex behind a 32-bit signal word, with an optional
 /// deadline; elsewhere it uses `std::atomic::wait` (timed waits then poll with short sleeps). The
@@ -16,9 +17,10 @@
 #include <type_traits>  // std::is_same_v
 
 #if defined(__linux__)
-#include <linux/futex.h>  // FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
-#include <sys/syscall.h>  // SYS_futex
-#include <unistd.h>       // syscall
+#include <linux/futex.h>       // FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE
+#include <linux/membarrier.h>  // MEMBARRIER_CMD_PRIVATE_EXPEDITED
+#include <sys/syscall.h>       // SYS_futex, SYS_membarrier
+#include <unistd.h>            // syscall
 
 #include <climits>  // INT_MAX (wake everyone)
 #include <ctime>    // timespec
@@ -43,6 +45,44 @@ inline void cpu_relax() noexcept {
 #elif defined(__aarch64__) || defined(__arm__)
   asm volatile("yield" ::: "memory");
 #endif
+}
+
+/// True if `heavy_fence()` can make `light_fence()` free: Linux `membarrier` with private
+/// expedited commands (the process registers once, on first use).
+inline bool asymmetric_fences() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+  static const bool available = [] {
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): no wrapper for membarrier
+    const long commands = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (commands < 0 || (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): no wrapper for membarrier
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
+/// The frequent side of a store-then-load handshake (publish then check for parked readers).
+/// With asymmetric fences it only stops the compiler from reordering; otherwise a full fence.
+inline void light_fence() noexcept {
+  if (asymmetric_fences()) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
+/// The rare side (about to park): every thread of the process passes a full memory barrier, so
+/// each `light_fence()` caller either sees this thread's earlier stores or has its own earlier
+/// stores seen by this thread's later loads.
+inline void heavy_fence() noexcept {
+#if defined(__linux__) && defined(SYS_membarrier)
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): no wrapper for membarrier
+  if (asymmetric_fences() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;
+#endif
+  std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 /// Converts a deadline on any clock to `WaitClock`.
