@@ -4,6 +4,9 @@
 //            (2 producers: one queue per producer and consumer; a group: batches dealt round-robin);
 //   - mutex: std::mutex + std::deque + std::condition_variable, bounded, one queue per consumer
 //            (a group shares one queue).
+// The ring runs twice: "ring" with its default wait strategy (readers park after spinning and
+// yielding; the producer then wakes them), "ring-spin" with readers that spin and yield like the
+// baselines' consumers.
 // Workloads: 1->1, 1->4 (fan-out), 2->4, and 1 -> a group of 2 (each element to one reader), with
 // 8-byte and 64-byte elements, publish batches of 1 and 64. Every run moves N elements, checks
 // counts, sums and per-producer order, and reports msgs/s and deliveries/s over wall time.
@@ -23,6 +26,7 @@
 #include <cstdint>             // std::uint64_t
 #include <cstdlib>             // std::abort on a failed publish
 #include <deque>               // mutex baseline
+#include <limits>              // a wait strategy that never parks
 #include <memory>              // queues per consumer
 #include <mutex>               // mutex baseline
 #include <optional>            // the group cursor of a run
@@ -47,7 +51,6 @@ const bool kThreadsStarted = [] {
 
 constexpr std::size_t kCapacity = std::size_t{1} << 16;
 constexpr int kProducerShift = 48;
-std::uint32_t kYields = 16;
 
 /// A 64-byte element, the size of a `kincir::Message`.
 struct Msg64 {
@@ -279,8 +282,10 @@ void report(benchmark::State& state, const Workload& w, std::uint64_t total) {
       benchmark::Counter(static_cast<double>(total) * deliveries * runs, benchmark::Counter::kIsRate);
 }
 
+/// `park`: the ring's default wait strategy (spin, yield 16 times, then park). Otherwise readers
+/// spin and yield without ever parking, as the baselines' consumers do.
 template <class T>
-void BM_Ring(benchmark::State& state, Workload w, std::uint64_t total) {
+void BM_Ring(benchmark::State& state, Workload w, std::uint64_t total, bool park) {
   const auto batch = static_cast<std::size_t>(state.range(0));
   const std::uint64_t per_producer = total / static_cast<std::uint64_t>(w.producers);
   for (auto _ : state) {
@@ -288,7 +293,7 @@ void BM_Ring(benchmark::State& state, Workload w, std::uint64_t total) {
     options.capacity = kCapacity;
     options.block_size = 256;
     options.producer_mode = w.producers == 1 ? ProducerMode::single : ProducerMode::multi;
-    options.wait.yield_iterations = kYields;
+    if (!park) options.wait.yield_iterations = std::numeric_limits<std::uint32_t>::max();
     BroadcastRing<T> ring(options);
     std::vector<typename BroadcastRing<T>::Cursor> cursors;
     std::optional<typename BroadcastRing<T>::GroupCursor> group;
@@ -457,7 +462,12 @@ void register_all(const char* type) {
   const std::uint64_t slow = std::uint64_t{1} << 17;
   for (const Named& n : workloads) {
     const std::string suffix = std::string("/") + n.name + "/" + type;
-    benchmark::RegisterBenchmark(("ring" + suffix).c_str(), BM_Ring<T>, n.w, fast)
+    benchmark::RegisterBenchmark(("ring" + suffix).c_str(), BM_Ring<T>, n.w, fast, true)
+        ->Arg(1)
+        ->Arg(64)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("ring-spin" + suffix).c_str(), BM_Ring<T>, n.w, fast, false)
         ->Arg(1)
         ->Arg(64)
         ->UseManualTime()
@@ -499,10 +509,6 @@ BENCHMARK(BM_RingPublishOne)->Arg(0)->Arg(1);
 
 int main(int argc, char** argv) {
   (void)kThreadsStarted;
-  // Read once, before any thread exists.
-  if (const char* y = std::getenv("RING_YIELDS")) {  // NOLINT(concurrency-mt-unsafe): no thread runs yet
-    kYields = static_cast<std::uint32_t>(std::strtoul(y, nullptr, 10));
-  }
   register_all<std::uint64_t>("8B");
   register_all<Msg64>("64B");
   benchmark::Initialize(&argc, argv);
