@@ -1,5 +1,6 @@
 #include <kincir/memory/subscriber.hpp>
 
+#include <algorithm>                        // std::count
 #include <asio/bind_cancellation_slot.hpp>  // cancelling one receive
 #include <asio/bind_executor.hpp>           // handler executors
 #include <asio/cancellation_signal.hpp>     // cancelling one receive
@@ -7,6 +8,7 @@
 #include <asio/detached.hpp>                // coroutine test
 #include <asio/io_context.hpp>              // the executor
 #include <asio/strand.hpp>                  // associated executor check
+#include <asio/thread_pool.hpp>             // a multi-threaded executor
 #include <asio/use_awaitable.hpp>           // coroutine test
 #include <asio/use_future.hpp>              // future test
 #include <chrono>                           // waits
@@ -15,6 +17,7 @@
 #include <optional>                         // results
 #include <string>                           // payloads
 #include <thread>                           // io_context thread
+#include <vector>                           // seen counts
 
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/publisher.hpp>
@@ -165,4 +168,59 @@ TEST_CASE("destroying a subscriber aborts its pending async_receive", "[broker][
   io.run();
   CHECK(result == asio::error::operation_aborted);
   CHECK(broker.topic_info("t")->subscribers == 0);
+}
+
+TEST_CASE("async_receive on a multi-threaded executor delivers each message once", "[broker][async]") {
+  InMemoryBroker broker(quiet_config());
+  InMemoryPublisher publisher(broker);
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("t");
+  constexpr int kCount = 2000;
+  asio::thread_pool pool(2);
+  std::vector<int> seen(kCount, 0);  // written only by the chain, one handler at a time
+  std::promise<void> done;
+  std::function<void()> next;
+  int received = 0;
+  next = [&] {
+    subscriber.async_receive(asio::bind_executor(pool, [&](std::error_code ec, const Message& m) {
+      if (ec) return done.set_value();
+      ++seen[static_cast<std::size_t>(std::stoi(std::string(m.payload.view())))];
+      if (++received == kCount) return done.set_value();
+      next();
+    }));
+  };
+  next();
+  std::vector<std::thread> publishers;
+  for (int p = 0; p < 2; ++p) {
+    publishers.emplace_back([&, p] {
+      for (int i = p; i < kCount; i += 2) {
+        publisher.publish("t", Message(std::to_string(i)));
+        if (i % 100 == 0) std::this_thread::sleep_for(1ms);
+      }
+    });
+  }
+  for (auto& t : publishers) t.join();
+  done.get_future().wait();
+  pool.join();
+  CHECK(received == kCount);
+  CHECK(std::count(seen.begin(), seen.end(), 1) == kCount);
+}
+
+TEST_CASE("a requeued delivery wakes a pending async_receive", "[broker][async][ack]") {
+  InMemoryBroker broker(quiet_config());
+  InMemoryPublisher publisher(broker);
+  InMemoryAckSubscriber subscriber(broker);
+  subscriber.subscribe("t");
+  publisher.publish("t", Message(std::string("again")));
+  auto d = subscriber.receive_with_ack();
+  asio::io_context io;
+  std::optional<std::string> got;
+  subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message& m) {
+    if (!ec) got = std::string(m.payload.view());
+  }));
+  io.poll();
+  CHECK_FALSE(got.has_value());
+  subscriber.nack(d.second, true);
+  io.run_for(2s);
+  CHECK(got == "again");
 }

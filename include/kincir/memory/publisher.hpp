@@ -83,6 +83,10 @@ class InMemoryPublisher {
       return true;
     }
 
+    if (!may_wait && messages.size() > topic->ring.capacity()) {
+      ec = errc::queue_full;  // could only be published in pieces; nothing is taken
+      return false;
+    }
     const std::int64_t expires = config.enable_ttl ? detail::steady_now_ns() + ttl_ns(config) : 0;
     const detail::EnvelopeIterator first(messages.data(), expires);
     const detail::EnvelopeIterator last(messages.data() + messages.size(), expires);

@@ -1280,10 +1280,11 @@ class BroadcastRing<T, Allocator>::Cursor {
     return reader_.shared ? reader_.state->head.load(std::memory_order_acquire) : reader_.pos;
   }
 
-  /// Elements claimed but not yet read by this cursor (approximate: for statistics).
+  /// Elements claimed but not yet read by this cursor (approximate: for statistics). Safe to call
+  /// from any thread: it reads the published head, not the reader's private position.
   [[nodiscard]] std::size_t lag() const noexcept {
     const std::uint64_t t = ring_->tail();
-    const std::uint64_t p = position();
+    const std::uint64_t p = reader_.state->head.load(std::memory_order_acquire);
     return t > p ? static_cast<std::size_t>(t - p) : 0;
   }
 

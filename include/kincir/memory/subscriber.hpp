@@ -15,6 +15,7 @@
 #include <chrono>        // receive_for
 #include <cstddef>       // std::size_t
 #include <memory>        // std::shared_ptr
+#include <mutex>         // one async attempt at a time
 #include <optional>      // try_receive
 #include <span>          // batch settlement
 #include <string_view>   // topics
@@ -61,18 +62,23 @@ class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<
   }
 
   void cancel() override {
+    const std::lock_guard lock(mutex_);
     if (const auto& topic = core_->topic()) topic->remove_async_waiter(this);
     complete(asio::error::operation_aborted, Message{});
   }
 
  private:
   void attempt() {
+    // One attempt at a time: a notify can post a retry while another attempt still runs (on a
+    // multi-threaded executor), and the subscriber's cursor has a single reader.
+    const std::lock_guard lock(mutex_);
     if (done_.load(std::memory_order_acquire)) return;
     Requeued r;
     std::error_code ec;
     if (core_->try_next(r, ec) || ec) return complete(ec, std::move(r.message));
     // Register, then look again: a publish between the two is seen by one side or the other.
     core_->topic()->add_async_waiter(this->shared_from_this());
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the publisher's fence
     if (core_->try_next(r, ec) || ec) {
       core_->topic()->remove_async_waiter(this);
       complete(ec, std::move(r.message));
@@ -91,6 +97,7 @@ class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<
   std::shared_ptr<SubscriberCore> core_;
   Handler handler_;
   asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
+  std::mutex mutex_;  // serialises attempt() and cancel()
   std::atomic<bool> done_{false};
 };
 
@@ -116,7 +123,9 @@ class InMemorySubscriber {
   /// Leaves the topic (a pending `async_receive` completes with `operation_aborted`); the
   /// subscriber no longer holds publishers back.
   ~InMemorySubscriber() {
-    if (core_) core_->cancel_pending();
+    if (!core_) return;
+    core_->cancel_pending();  // waits for a running attempt; later ones see the op completed
+    core_->unsubscribe();     // even if an op still holds the core, the cursor goes now
   }
 
   /// Subscribes to `topic`, leaving any previous topic. Errors: `invalid_topic`,

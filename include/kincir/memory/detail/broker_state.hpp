@@ -122,20 +122,24 @@ class BrokerState {
     }
   }
 
-  /// Publishes one message internally (dead-lettering); drops it when the topic has no subscriber.
-  void publish_internal(std::string_view name, Message&& message, std::int64_t expires_ns) {
+  /// Publishes one message internally (dead-lettering) without ever waiting: a full or
+  /// subscriber-less target drops it. Returns whether it was published.
+  bool publish_internal(std::string_view name, Message&& message, std::int64_t expires_ns) {
     std::error_code ec;
     auto topic = find_topic(name, true, ec);
-    if (!topic) return;
+    if (!topic) return false;
     if (topic->ring.cursor_count() == 0) {
       if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return false;
     }
     Envelope e{std::move(message), expires_ns};
-    if (topic->ring.publish(&e, &e + 1) == PublishStatus::ok) {
-      if (config_.enable_statistics) topic->counters.published.fetch_add(1, std::memory_order_relaxed);
-      topic->notify_async_if_waiting();
+    if (topic->ring.publish_until(&e, &e + 1, std::chrono::steady_clock::now()) != PublishStatus::ok) {
+      if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
+      return false;
     }
+    if (config_.enable_statistics) topic->counters.published.fetch_add(1, std::memory_order_relaxed);
+    topic->notify_async_if_waiting();
+    return true;
   }
 
   [[nodiscard]] HealthStatus compute_health() const {

@@ -35,8 +35,10 @@ class SubscriberCore final : public Wakeable {
   static constexpr std::size_t kReadAhead = 64;
   /// How often a waiting group member or ack-mode subscriber looks for requeued deliveries.
   static constexpr std::chrono::milliseconds kRequeuePoll{2};
-  /// Bits of a delivery tag that number deliveries; the bits above hold the subscriber id.
+  /// Bits of a delivery tag that number deliveries; the bits above hold the subscriber id (its
+  /// low 24 bits, which tell this subscriber's handles from another's).
   static constexpr int kTagBits = 40;
+  static constexpr std::uint64_t kIdMask = (std::uint64_t{1} << (64 - kTagBits)) - 1;
 
   SubscriberCore(std::shared_ptr<BrokerState> broker, bool ack_mode)
       : broker_(std::move(broker)), config_(broker_->config()), ack_mode_(ack_mode) {}
@@ -65,11 +67,19 @@ class SubscriberCore final : public Wakeable {
       ec = errc::broker_shutdown;
       return;
     }
+    if (!is_valid_topic(topic)) {
+      ec = errc::invalid_topic;
+      return;
+    }
     if (!group.empty() && !is_valid_topic(group)) {  // group names follow the topic rules
       ec = errc::invalid_argument;
       return;
     }
     unsubscribe();
+    {
+      const std::lock_guard lock(ack_mutex_);
+      woken_ = false;  // a wake belongs to the previous subscription
+    }
     broker_->with_topic_locked(topic, ec, [&](const std::shared_ptr<Topic>& t) {
       const std::lock_guard lock(t->mutex);
       if (t->entries.size() >= config_.max_subscribers_per_topic) {
@@ -83,6 +93,7 @@ class SubscriberCore final : public Wakeable {
         auto& g = t->groups[std::string(group)];
         if (!g) g = std::make_shared<Group>(std::string(group), t->ring.add_group_cursor());
         ++g->members;
+        const std::lock_guard ack_lock(ack_mutex_);
         group_ = g;
         entry_.group = g.get();
       }
@@ -90,6 +101,7 @@ class SubscriberCore final : public Wakeable {
       entry_.owner = this;
       t->entries.push_back(&entry_);
       seen_epoch_ = t->clear_epoch.load(std::memory_order_acquire);
+      const std::lock_guard ack_lock(ack_mutex_);  // settle() reads these from other threads
       topic_ = t;
     });
   }
@@ -103,12 +115,16 @@ class SubscriberCore final : public Wakeable {
       for (auto& [tag, r] : unacked_) handed_back.push_back(std::move(r));
       unacked_.clear();
     }
-    for (std::size_t i = buffer_pos_; i < buffer_.size(); ++i)
-      handed_back.push_back(Requeued{std::move(buffer_[i].message), buffer_[i].expires_ns, 0});
-    buffer_.clear();
-    buffer_pos_ = 0;
     {
       const std::lock_guard lock(topic_->mutex);
+      // Read-ahead goes back to the group, unless clear_topic discarded it meanwhile (the epoch
+      // moves before the group's requeued deliveries are cleared under this mutex).
+      if (topic_->clear_epoch.load(std::memory_order_acquire) == seen_epoch_) {
+        for (std::size_t i = buffer_pos_; i < buffer_.size(); ++i)
+          handed_back.push_back(Requeued{std::move(buffer_[i].message), buffer_[i].expires_ns, 0});
+      }
+      buffer_.clear();
+      buffer_pos_ = 0;
       std::erase(topic_->entries, &entry_);
       topic_->counters.delivered_by_departed.fetch_add(delivered_, std::memory_order_relaxed);
       if (group_) {
@@ -121,9 +137,12 @@ class SubscriberCore final : public Wakeable {
     }
     if (group_ && !handed_back.empty()) topic_->notify_async();
     own_requeued_.clear();
-    entry_.reset();
-    group_.reset();
-    topic_.reset();
+    {
+      const std::lock_guard lock(ack_mutex_);
+      entry_.reset();
+      group_.reset();
+      topic_.reset();
+    }
     delivered_ = 0;
   }
 
@@ -248,7 +267,8 @@ class SubscriberCore final : public Wakeable {
   /// Records `delivery` as outstanding and returns its handle.
   BasicAckHandle track(const Requeued& delivery) {
     const std::lock_guard lock(ack_mutex_);
-    const std::uint64_t tag = (entry_.id << kTagBits) | (++next_tag_ & ((std::uint64_t{1} << kTagBits) - 1));
+    const std::uint64_t tag =
+        ((entry_.id & kIdMask) << kTagBits) | (++next_tag_ & ((std::uint64_t{1} << kTagBits) - 1));
     unacked_.emplace(tag, Requeued{delivery.message, delivery.expires_ns, delivery.deliveries});
     entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
     return BasicAckHandle(topic_->name, delivery.message.uuid, delivery.deliveries, std::chrono::system_clock::now(),
@@ -258,31 +278,35 @@ class SubscriberCore final : public Wakeable {
   void settle(const BasicAckHandle& handle, Settlement how, std::error_code& ec) {
     ec.clear();
     Requeued r;
+    std::shared_ptr<Topic> topic;  // copies: the receiving thread may unsubscribe meanwhile
+    std::shared_ptr<Group> group;
     {
       const std::lock_guard lock(ack_mutex_);
       const auto it = topic_ ? unacked_.find(handle.tag()) : unacked_.end();
-      if (it == unacked_.end() || (handle.tag() >> kTagBits) != entry_.id) {
+      if (it == unacked_.end() || (handle.tag() >> kTagBits) != (entry_.id & kIdMask)) {
         ec = errc::unknown_delivery;
         return;
       }
       r = std::move(it->second);
       unacked_.erase(it);
       entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
+      topic = topic_;
+      group = group_;
     }
     ack_cv_.notify_all();
     if (how == Settlement::ack) return;
     if (how == Settlement::requeue && r.deliveries < config_.max_deliveries) {
-      if (config_.enable_statistics) topic_->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
-      if (group_) {
-        group_->requeued.push(std::move(r));
-        topic_->notify_async();  // a member waiting asynchronously may take it
+      if (config_.enable_statistics) topic->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+      if (group) {
+        group->requeued.push(std::move(r));
       } else {
         own_requeued_.push(std::move(r));
         entry_.requeued.store(own_requeued_.size(), std::memory_order_relaxed);
       }
+      topic->notify_async();  // a receiver waiting asynchronously may take it
       return;
     }
-    dead_letter(std::move(r));
+    dead_letter(*topic, std::move(r));
   }
 
   void wake() noexcept override {
@@ -328,16 +352,19 @@ class SubscriberCore final : public Wakeable {
     return ack_cv_.wait_until(lock, deadline, open);
   }
 
-  void dead_letter(Requeued&& r) {
+  void dead_letter(Topic& topic, Requeued&& r) {
     const std::string& target = config_.dead_letter_topic;
-    if (!target.empty() && target != topic_->name) {
+    bool delivered = false;
+    if (!target.empty() && target != topic.name) {
       r.message.metadata.set("x-delivery-count", std::to_string(r.deliveries));
-      r.message.metadata.set("x-original-topic", topic_->name);
-      broker_->publish_internal(target, std::move(r.message), r.expires_ns);
-      if (config_.enable_statistics) topic_->counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
-    } else if (config_.enable_statistics) {
-      topic_->counters.dropped.fetch_add(1, std::memory_order_relaxed);
+      r.message.metadata.set("x-original-topic", topic.name);
+      delivered = broker_->publish_internal(target, std::move(r.message), r.expires_ns);
     }
+    if (!config_.enable_statistics) return;
+    if (delivered)
+      topic.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+    else
+      topic.counters.dropped.fetch_add(1, std::memory_order_relaxed);
   }
 
   std::shared_ptr<BrokerState> broker_;
