@@ -22,21 +22,13 @@
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/publisher.hpp>
 
+#include "memory/broker_test_support.hpp"
 #include "support/catch.hpp"
 
 using namespace std::chrono_literals;
 using kincir::Message;
+using kincir::test::quiet_config;
 using namespace kincir::memory;
-
-namespace {
-
-BrokerConfig quiet_config() {
-  BrokerConfig c;
-  c.cleanup_interval = 0ms;
-  return c;
-}
-
-}  // namespace
 
 TEST_CASE("async_receive with a callback completes on the io_context, never inline", "[broker][async]") {
   InMemoryBroker broker(quiet_config());

@@ -11,33 +11,17 @@
 #include <thread>  // concurrent publishers and receivers
 #include <vector>  // batches
 
+#include "memory/broker_test_support.hpp"
 #include "support/catch.hpp"
 
 using namespace std::chrono_literals;
 using kincir::errc;
 using kincir::Message;
+using kincir::test::number;
+using kincir::test::numbered;
+using kincir::test::quiet_config;
+using kincir::test::text;
 using namespace kincir::memory;
-
-namespace {
-
-Message text(const std::string& s) { return Message(std::string(s)); }
-
-std::vector<Message> numbered(int count, int first = 0) {
-  std::vector<Message> batch;
-  batch.reserve(static_cast<std::size_t>(count));
-  for (int i = first; i < first + count; ++i) batch.push_back(text(std::to_string(i)));
-  return batch;
-}
-
-int number(const Message& m) { return std::stoi(std::string(m.payload.view())); }
-
-BrokerConfig quiet_config() {
-  BrokerConfig c;
-  c.cleanup_interval = 0ms;  // no background pass unless a test wants one
-  return c;
-}
-
-}  // namespace
 
 TEST_CASE("the guide's simple throughput example runs with the default config", "[broker]") {
   auto broker = std::make_shared<InMemoryBroker>(InMemoryBroker::with_default_config());

@@ -90,17 +90,12 @@ class InMemoryPublisher {
     const std::int64_t expires = config.enable_ttl ? detail::steady_now_ns() + ttl_ns(config) : 0;
     const detail::EnvelopeIterator first(messages.data(), expires);
     const detail::EnvelopeIterator last(messages.data() + messages.size(), expires);
-    const PublishStatus status = may_wait ? topic->ring.publish(first, last)
-                                          : topic->ring.publish_until(first, last, std::chrono::steady_clock::now());
-    switch (status) {
-      case PublishStatus::ok: break;
+    switch (topic->publish(first, last, may_wait, config.enable_statistics)) {
+      case PublishStatus::ok: return true;
       case PublishStatus::full:
       case PublishStatus::timeout: ec = errc::queue_full; return false;
       default: ec = broker.phase() != detail::Phase::running ? errc::broker_shutdown : errc::closed; return false;
     }
-    if (config.enable_statistics) topic->counters.published.fetch_add(messages.size(), std::memory_order_relaxed);
-    topic->notify_async_if_waiting();
-    return true;
   }
 
   static std::int64_t ttl_ns(const BrokerConfig& config) noexcept {

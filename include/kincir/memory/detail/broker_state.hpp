@@ -133,13 +133,9 @@ class BrokerState {
       return false;
     }
     Envelope e{std::move(message), expires_ns};
-    if (topic->ring.publish_until(&e, &e + 1, std::chrono::steady_clock::now()) != PublishStatus::ok) {
-      if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    if (config_.enable_statistics) topic->counters.published.fetch_add(1, std::memory_order_relaxed);
-    topic->notify_async_if_waiting();
-    return true;
+    if (topic->publish(&e, &e + 1, /*may_wait=*/false, config_.enable_statistics) == PublishStatus::ok) return true;
+    if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
+    return false;
   }
 
   [[nodiscard]] HealthStatus compute_health() const {

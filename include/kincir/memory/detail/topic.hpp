@@ -226,6 +226,18 @@ class Topic {
   std::vector<SubscriberEntry*> entries;
   std::unordered_map<std::string, std::shared_ptr<Group>> groups;
 
+  /// Writes envelopes to the ring, then does what every publish does after: counts them (when
+  /// `count`) and wakes asynchronous receivers. `may_wait` false: never waits for room.
+  template <class It>
+  PublishStatus publish(It first, It last, bool may_wait, bool count) {
+    const PublishStatus status =
+        may_wait ? ring.publish(first, last) : ring.publish_until(first, last, std::chrono::steady_clock::now());
+    if (status != PublishStatus::ok) return status;
+    if (count) counters.published.fetch_add(static_cast<std::uint64_t>(last - first), std::memory_order_relaxed);
+    notify_async_if_waiting();
+    return status;
+  }
+
   /// Asynchronous receivers waiting for this topic.
   void add_async_waiter(std::shared_ptr<AsyncWaiter> waiter) {
     const std::lock_guard lock(waiters_mutex_);
