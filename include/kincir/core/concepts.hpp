@@ -35,6 +35,11 @@ struct receive_handler_archetype {
 
 /// Sends messages to topics. Both the throwing and the `std::error_code&` forms are required,
 /// for a batch (moved in: no payload or metadata is copied) and for one message.
+///
+/// The contract on failure, which generic code (batching, the router) relies on: the batch
+/// vector then holds exactly the messages that were not published, in order. Published messages
+/// are always a prefix of the batch and are removed; when nothing was published the vector is
+/// left as it was. A failed single-message publish leaves the message as it was.
 template <class P>
 concept Publisher = requires(P& p, std::string_view topic, std::vector<Message>&& batch, Message&& message,
                              std::error_code& ec) {

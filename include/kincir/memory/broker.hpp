@@ -33,11 +33,12 @@ class InMemoryBroker {
   /// A broker with `BrokerConfig::with_default_config()`.
   InMemoryBroker() : InMemoryBroker(BrokerConfig{}) {}
 
-  /// Throws `kincir::Error` (`errc::invalid_argument`) if `config` does not validate.
+  /// Throws `kincir::Error` (`errc::invalid_argument`) if `config` does not validate; its
+  /// `what()` names the field and the allowed range.
   explicit InMemoryBroker(BrokerConfig config) {
     std::error_code ec;
-    config.validate(ec);
-    throw_if(ec, "InMemoryBroker: invalid BrokerConfig");
+    std::string reason;
+    if (!config.validate(ec, &reason)) throw Error(ec, "InMemoryBroker: invalid BrokerConfig: " + reason);
     state_ = std::make_shared<detail::BrokerState>(std::move(config));
   }
 

@@ -83,9 +83,16 @@ struct BrokerConfig {
     return c;
   }
 
+  /// Largest `max_queue_size` accepted (2^32 messages).
+  static constexpr std::size_t kMaxQueueSize = std::size_t{1} << 32;
+  /// Longest `default_ttl` accepted (100 years: deadlines are kept in nanoseconds).
+  static constexpr std::chrono::milliseconds kMaxTtl{std::chrono::hours(24) * 365 * 100};
+  /// Longest `cleanup_interval` accepted (one year).
+  static constexpr std::chrono::milliseconds kMaxCleanupInterval{std::chrono::hours(24) * 365};
+
   /// Checks the values; sets `ec` to `errc::invalid_argument` and returns false if one is out of
-  /// range (a zero size or limit, a negative duration, a dead-letter topic name that is invalid).
-  bool validate(std::error_code& ec) const noexcept;
+  /// range. `reason`, when given, receives which field is wrong and its allowed range.
+  bool validate(std::error_code& ec, std::string* reason = nullptr) const;
 };
 
 /// The longest topic name accepted, in bytes.
@@ -96,14 +103,29 @@ inline constexpr std::size_t kMaxTopicLength = 255;
   return !topic.empty() && topic.size() <= kMaxTopicLength && topic.find('\0') == std::string_view::npos;
 }
 
-KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec) const noexcept {
+KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec, std::string* reason) const {
   ec.clear();
-  const bool ok = max_queue_size > 0 && max_queue_size <= (std::size_t{1} << 40) && max_subscribers_per_topic > 0 &&
-                  max_topics > 0 && max_unacked > 0 && max_deliveries > 0 && default_ttl.count() >= 0 &&
-                  (!enable_ttl || default_ttl.count() > 0) && cleanup_interval.count() >= 0 &&
-                  (dead_letter_topic.empty() || is_valid_topic(dead_letter_topic));
-  if (!ok) ec = errc::invalid_argument;
-  return ok;
+  const char* bad = nullptr;
+  if (max_queue_size == 0 || max_queue_size > kMaxQueueSize)
+    bad = "max_queue_size must be in [1, 2^32]";
+  else if (max_subscribers_per_topic == 0)
+    bad = "max_subscribers_per_topic must be at least 1";
+  else if (max_topics == 0)
+    bad = "max_topics must be at least 1";
+  else if (max_unacked == 0)
+    bad = "max_unacked must be at least 1";
+  else if (max_deliveries == 0)
+    bad = "max_deliveries must be at least 1";
+  else if (default_ttl.count() < 0 || default_ttl > kMaxTtl || (enable_ttl && default_ttl.count() == 0))
+    bad = "default_ttl must be in [1 ms, 100 years] (0 allowed only with enable_ttl off)";
+  else if (cleanup_interval.count() < 0 || cleanup_interval > kMaxCleanupInterval)
+    bad = "cleanup_interval must be in [0, 365 days] (0: no maintenance thread)";
+  else if (!dead_letter_topic.empty() && !is_valid_topic(dead_letter_topic))
+    bad = "dead_letter_topic must be empty or a valid topic name (1-255 bytes, no NUL)";
+  if (bad == nullptr) return true;
+  ec = errc::invalid_argument;
+  if (reason != nullptr) *reason = bad;
+  return false;
 }
 
 }  // namespace kincir::memory

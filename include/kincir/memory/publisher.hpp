@@ -9,6 +9,8 @@
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/detail/topic.hpp>
 
+#include <algorithm>     // std::min
+#include <cstddef>       // std::size_t, std::ptrdiff_t
 #include <memory>        // std::shared_ptr
 #include <mutex>         // the topic cache
 #include <span>          // message ranges
@@ -19,13 +21,16 @@
 
 namespace kincir::memory {
 
-/// Publishes to an `InMemoryBroker`. A batch is moved into the topic's ring with one claim (no
-/// payload or metadata copy). What happens when a subscriber is `max_queue_size` behind follows
+/// Publishes to an `InMemoryBroker`. A batch of at most `max_queue_size` messages is moved into
+/// the topic's ring with one claim (no payload or metadata copy), so its messages are contiguous;
+/// a larger batch goes out in pieces of `max_queue_size`, between which other publishers'
+/// messages may land. What happens when a subscriber is `max_queue_size` behind follows
 /// `BrokerConfig::overflow_policy`: wait (default), fail with `errc::queue_full`, or overtake.
 ///
-/// On failure the batch is left as it was, so the caller still owns every message. On success
-/// the batch's messages are moved from and the vector is cleared. A publisher may be shared by
-/// threads.
+/// On success the batch's messages are moved from and the vector is cleared. On failure the
+/// vector holds exactly the messages that were not published, in order: the published ones (a
+/// prefix, when a shutdown stops a large batch after its first pieces) are removed, and when
+/// nothing was published the vector is left as it was. A publisher may be shared by threads.
 class InMemoryPublisher {
  public:
   explicit InMemoryPublisher(const InMemoryBroker& broker) : broker_(broker.state_) {}
@@ -35,7 +40,7 @@ class InMemoryPublisher {
   /// Errors: `invalid_topic`, `too_many_topics`, `queue_full` (policy `reject`),
   /// `broker_shutdown`.
   void publish(std::string_view topic, std::vector<Message>&& batch, std::error_code& ec) {
-    if (publish_range(topic, std::span<Message>(batch), ec)) batch.clear();
+    take(batch, publish_range(topic, std::span<Message>(batch), ec));
   }
 
   /// Throws `kincir::Error` on failure.
@@ -56,45 +61,74 @@ class InMemoryPublisher {
     throw_if(ec, "InMemoryPublisher::publish");
   }
 
-  /// Publishes without ever waiting: where policy `block` would wait, fails with
-  /// `errc::queue_full` instead, leaving the batch as it was.
+  /// Publishes without ever waiting, all of the batch or nothing: where policy `block` would
+  /// wait, and for a batch larger than `max_queue_size`, fails with `errc::queue_full` and
+  /// leaves the batch as it was.
   void try_publish(std::string_view topic, std::vector<Message>&& batch, std::error_code& ec) {
-    if (publish_range(topic, std::span<Message>(batch), ec, /*may_wait=*/false)) batch.clear();
+    take(batch, publish_range(topic, std::span<Message>(batch), ec, /*may_wait=*/false));
   }
 
  private:
-  /// Returns true when the messages were taken.
-  bool publish_range(std::string_view name, std::span<Message> messages, std::error_code& ec, bool may_wait = true) {
+  /// Removes the first `taken` messages of `batch` (all of them on success).
+  static void take(std::vector<Message>& batch, std::size_t taken) {
+    if (taken == batch.size())
+      batch.clear();
+    else if (taken != 0)
+      batch.erase(batch.begin(), batch.begin() + static_cast<std::ptrdiff_t>(taken));
+  }
+
+  /// Returns how many messages, from the front, were taken (published, or dropped for want of
+  /// a subscriber); all of them unless `ec` is set.
+  std::size_t publish_range(std::string_view name, std::span<Message> messages, std::error_code& ec,
+                            bool may_wait = true) {
     ec.clear();
     auto& broker = *broker_;
-    if (broker.phase() != detail::Phase::running) [[unlikely]] {
-      ec = errc::broker_shutdown;
-      return false;
-    }
-    const std::shared_ptr<detail::Topic> topic = lookup(name, ec);
-    if (!topic) return false;
-    if (messages.empty()) return true;
     const auto& config = broker.config();
+    std::size_t taken = 0;
+    for (;;) {
+      if (broker.phase() != detail::Phase::running) [[unlikely]] {
+        ec = errc::broker_shutdown;
+        return taken;
+      }
+      const std::shared_ptr<detail::Topic> topic = lookup(name, ec);
+      if (!topic) return taken;
+      if (taken == messages.size()) return taken;
 
-    if (topic->ring.cursor_count() == 0) {
-      // Nobody subscribed: the messages are dropped, as a topic without subscribers does.
-      if (config.enable_statistics) topic->counters.dropped.fetch_add(messages.size(), std::memory_order_relaxed);
-      for (auto& m : messages) Message(std::move(m));
-      return true;
-    }
+      if (topic->ring.cursor_count() == 0) {
+        // Nobody subscribed: the messages are dropped, as a topic without subscribers does.
+        const std::size_t n = messages.size() - taken;
+        if (config.enable_statistics) topic->counters.dropped.fetch_add(n, std::memory_order_relaxed);
+        for (auto& m : messages.subspan(taken)) Message(std::move(m));
+        return messages.size();
+      }
 
-    if (!may_wait && messages.size() > topic->ring.capacity()) {
-      ec = errc::queue_full;  // could only be published in pieces; nothing is taken
-      return false;
-    }
-    const std::int64_t expires = config.enable_ttl ? detail::steady_now_ns() + ttl_ns(config) : 0;
-    const detail::EnvelopeIterator first(messages.data(), expires);
-    const detail::EnvelopeIterator last(messages.data() + messages.size(), expires);
-    switch (topic->publish(first, last, may_wait, config.enable_statistics)) {
-      case PublishStatus::ok: return true;
-      case PublishStatus::full:
-      case PublishStatus::timeout: ec = errc::queue_full; return false;
-      default: ec = broker.phase() != detail::Phase::running ? errc::broker_shutdown : errc::closed; return false;
+      const std::size_t capacity = topic->ring.capacity();
+      if ((!may_wait || config.overflow_policy == OverflowPolicy::reject) && messages.size() - taken > capacity) {
+        ec = errc::queue_full;  // could only be published in pieces; nothing is taken
+        return taken;
+      }
+      const std::int64_t expires = config.enable_ttl ? detail::steady_now_ns() + ttl_ns(config) : 0;
+      // One claim per piece of at most `capacity` messages.
+      PublishStatus status = PublishStatus::ok;
+      while (taken < messages.size()) {
+        const std::size_t n = std::min(capacity, messages.size() - taken);
+        const detail::EnvelopeIterator first(messages.data() + taken, expires);
+        status = topic->publish(first, first + static_cast<std::ptrdiff_t>(n), may_wait, config.enable_statistics);
+        if (status != PublishStatus::ok) break;
+        taken += n;
+      }
+      switch (status) {
+        case PublishStatus::ok: return taken;
+        case PublishStatus::full:
+        case PublishStatus::timeout: ec = errc::queue_full; return taken;
+        default: break;
+      }
+      // Closed: the broker shut down (reported at the top of the loop), or the topic was deleted
+      // (or removed as idle) under us: publish the rest to the topic that now has the name.
+      if (broker.phase() == detail::Phase::running && !topic->deleted.load(std::memory_order_acquire)) {
+        ec = errc::closed;
+        return taken;
+      }
     }
   }
 

@@ -123,13 +123,14 @@ class InMemorySubscriber {
   /// Leaves the topic (a pending `async_receive` completes with `operation_aborted`); the
   /// subscriber no longer holds publishers back.
   ~InMemorySubscriber() {
-    if (!core_) return;
-    core_->cancel_pending();  // waits for a running attempt; later ones see the op completed
-    core_->unsubscribe();     // even if an op still holds the core, the cursor goes now
+    // Cancels a pending receive first (waiting for a running attempt; later ones see the op
+    // completed); even if an op still holds the core, the cursor goes now.
+    if (core_) core_->unsubscribe();
   }
 
-  /// Subscribes to `topic`, leaving any previous topic. Errors: `invalid_topic`,
-  /// `too_many_topics`, `too_many_subscribers`, `broker_shutdown`.
+  /// Subscribes to `topic`, leaving any previous subscription (a pending `async_receive`
+  /// completes with `operation_aborted`). Errors: `invalid_topic`, `too_many_topics`,
+  /// `too_many_subscribers`, `broker_shutdown`; on error the previous subscription is kept.
   void subscribe(std::string_view topic, std::error_code& ec) { core_->subscribe(topic, {}, ec); }
   void subscribe(std::string_view topic) {
     std::error_code ec;
@@ -138,7 +139,10 @@ class InMemorySubscriber {
   }
 
   /// Joins consumer group `group` of `topic`: members share the messages, each going to one
-  /// member (a work queue, like consumers of one RabbitMQ queue).
+  /// member (a work queue, like consumers of one RabbitMQ queue). Group names follow the topic
+  /// rules (an invalid one fails with `invalid_argument`), except that an empty `group` means
+  /// "no group": the same as `subscribe(topic)`, so a group read from configuration may be left
+  /// empty.
   void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
     core_->subscribe(topic, group, ec);
   }
@@ -148,6 +152,9 @@ class InMemorySubscriber {
     throw_if(ec, "InMemorySubscriber::subscribe");
   }
 
+  /// Leaves the topic; a pending `async_receive` completes with `operation_aborted`. An ack
+  /// subscriber's unacked deliveries go back to its group, or, without a group, are dropped and
+  /// counted in `dropped`.
   void unsubscribe() { core_->unsubscribe(); }
 
   /// Blocks until a message arrives. Errors: `not_subscribed`, `closed` (topic deleted, all
@@ -303,6 +310,13 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
       return std::nullopt;
     }
     if (ec) return std::nullopt;
+    return r;
+  }
+  template <class Rep, class Period>
+  std::optional<std::pair<Message, handle_type>> receive_with_ack_for(std::chrono::duration<Rep, Period> timeout) {
+    std::error_code ec;
+    auto r = receive_with_ack_for(timeout, ec);
+    throw_if(ec, "InMemoryAckSubscriber::receive_with_ack_for");
     return r;
   }
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>           // std::sort
 #include <atomic>              // phase, ids
+#include <chrono>              // the maintenance period
 #include <condition_variable>  // maintenance thread sleep
 #include <functional>          // std::equal_to<> for heterogeneous lookup
 #include <memory>              // std::shared_ptr
@@ -96,6 +97,9 @@ class BrokerState {
       auto it = topics_.find(name);
       if (it == topics_.end()) return false;
       topic = std::move(it->second);
+      // Marked before it leaves the map (under the map's lock): a publisher that finds it
+      // deleted looks the name up again and so never writes to a topic nobody can subscribe to.
+      topic->deleted.store(true, std::memory_order_release);
       topics_.erase(it);
     }
     retire(*topic);
@@ -122,20 +126,27 @@ class BrokerState {
     }
   }
 
+  /// What became of an internal publish.
+  enum class InternalPublish {
+    published,
+    dropped,    ///< The target exists but has no subscriber or no room: dropped, counted there.
+    no_target,  ///< The target could not be created (shutdown, `max_topics`): not counted.
+  };
+
   /// Publishes one message internally (dead-lettering) without ever waiting: a full or
-  /// subscriber-less target drops it. Returns whether it was published.
-  bool publish_internal(std::string_view name, Message&& message, std::int64_t expires_ns) {
+  /// subscriber-less target drops it and counts it in its own `dropped`.
+  InternalPublish publish_internal(std::string_view name, Message&& message, std::int64_t expires_ns) {
+    if (phase() != Phase::running) return InternalPublish::no_target;
     std::error_code ec;
     auto topic = find_topic(name, true, ec);
-    if (!topic) return false;
-    if (topic->ring.cursor_count() == 0) {
-      if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
-      return false;
+    if (!topic) return InternalPublish::no_target;
+    if (topic->ring.cursor_count() != 0) {
+      Envelope e{std::move(message), expires_ns};
+      if (topic->publish(&e, &e + 1, /*may_wait=*/false, config_.enable_statistics) == PublishStatus::ok)
+        return InternalPublish::published;
     }
-    Envelope e{std::move(message), expires_ns};
-    if (topic->publish(&e, &e + 1, /*may_wait=*/false, config_.enable_statistics) == PublishStatus::ok) return true;
     if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
-    return false;
+    return InternalPublish::dropped;
   }
 
   [[nodiscard]] HealthStatus compute_health() const {
@@ -187,6 +198,7 @@ class BrokerState {
       const std::lock_guard lock(topics_mutex_);
       for (auto it = topics_.begin(); it != topics_.end();) {
         if (it->second->ring.cursor_count() == 0) {
+          it->second->deleted.store(true, std::memory_order_release);  // see delete_topic
           idle.push_back(std::move(it->second));
           it = topics_.erase(it);
         } else {
@@ -221,16 +233,21 @@ class BrokerState {
     return topic;
   }
 
+  /// Closes a topic that left the map (and was marked deleted under the map's lock).
   static void retire(Topic& topic) {
-    topic.deleted.store(true, std::memory_order_release);
     topic.ring.close();
     topic.wake_all();
   }
 
   void maintenance_loop() {
+    using clock = std::chrono::steady_clock;
     std::unique_lock lock(maintenance_mutex_);
     while (!stop_maintenance_) {
-      maintenance_cv_.wait_for(lock, config_.cleanup_interval, [this] { return stop_maintenance_; });
+      // An absolute deadline: `wait_for` with a period near the duration's limit overflows.
+      const auto now = clock::now();
+      const auto period = std::chrono::duration_cast<clock::duration>(config_.cleanup_interval);
+      const auto next = period >= clock::time_point::max() - now ? clock::time_point::max() : now + period;
+      maintenance_cv_.wait_until(lock, next, [this] { return stop_maintenance_; });
       if (stop_maintenance_) break;
       lock.unlock();
       maintain();

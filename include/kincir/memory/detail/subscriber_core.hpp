@@ -61,6 +61,10 @@ class SubscriberCore final : public Wakeable {
     if (auto op = pending_.lock()) op->cancel();
   }
 
+  /// Subscribes to `topic` (as a member of `group` when it is not empty), leaving the current
+  /// subscription. The switch happens under the topic locks at once: a failure (bad name, a limit,
+  /// shutdown) keeps the current subscription as it was. A pending asynchronous receive completes
+  /// with `operation_aborted` first.
   void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
     ec.clear();
     if (broker_->phase() != Phase::running) {
@@ -75,75 +79,37 @@ class SubscriberCore final : public Wakeable {
       ec = errc::invalid_argument;
       return;
     }
-    unsubscribe();
-    {
-      const std::lock_guard lock(ack_mutex_);
-      woken_ = false;  // a wake belongs to the previous subscription
-    }
+    cancel_pending();
+    Departure departure;
     broker_->with_topic_locked(topic, ec, [&](const std::shared_ptr<Topic>& t) {
+      // The topic map is locked, so no other subscribe holds two topic locks: taking the old and
+      // the new topic's locks together cannot deadlock.
       const std::lock_guard lock(t->mutex);
-      if (t->entries.size() >= config_.max_subscribers_per_topic) {
+      std::unique_lock<std::mutex> old_lock;
+      if (topic_ && topic_ != t) old_lock = std::unique_lock(topic_->mutex);
+      const std::size_t others = t->entries.size() - (topic_ == t ? 1 : 0);
+      if (others >= config_.max_subscribers_per_topic) {
         ec = errc::too_many_subscribers;
         return;
       }
-      if (group.empty()) {
-        cursor_.emplace(t->ring.add_cursor());
-        entry_.cursor = &*cursor_;
-      } else {
-        auto& g = t->groups[std::string(group)];
-        if (!g) g = std::make_shared<Group>(std::string(group), t->ring.add_group_cursor());
-        ++g->members;
-        const std::lock_guard ack_lock(ack_mutex_);
-        group_ = g;
-        entry_.group = g.get();
-      }
-      entry_.id = broker_->next_subscriber_id();
-      entry_.owner = this;
-      t->entries.push_back(&entry_);
-      seen_epoch_ = t->clear_epoch.load(std::memory_order_acquire);
-      const std::lock_guard ack_lock(ack_mutex_);  // settle() reads these from other threads
-      topic_ = t;
+      if (topic_) leave_locked(departure);
+      join_locked(t, group);
     });
+    finish_leave(departure);
   }
 
-  /// Leaves the topic. A group member hands what it holds (read ahead, unacked) back to its group.
+  /// Leaves the topic. A group member hands what it holds (read ahead, unacked) back to its group;
+  /// an independent subscriber drops (and counts) its unacked and requeued deliveries. A pending
+  /// asynchronous receive completes with `operation_aborted`.
   void unsubscribe() {
+    cancel_pending();
     if (!topic_) return;
-    std::vector<Requeued> handed_back;
-    {
-      const std::lock_guard lock(ack_mutex_);
-      for (auto& [tag, r] : unacked_) handed_back.push_back(std::move(r));
-      unacked_.clear();
-    }
+    Departure departure;
     {
       const std::lock_guard lock(topic_->mutex);
-      // Read-ahead goes back to the group, unless clear_topic discarded it meanwhile (the epoch
-      // moves before the group's requeued deliveries are cleared under this mutex).
-      if (topic_->clear_epoch.load(std::memory_order_acquire) == seen_epoch_) {
-        for (std::size_t i = buffer_pos_; i < buffer_.size(); ++i)
-          handed_back.push_back(Requeued{std::move(buffer_[i].message), buffer_[i].expires_ns, 0});
-      }
-      buffer_.clear();
-      buffer_pos_ = 0;
-      std::erase(topic_->entries, &entry_);
-      topic_->counters.delivered_by_departed.fetch_add(delivered_, std::memory_order_relaxed);
-      if (group_) {
-        for (auto& r : handed_back) group_->requeued.push(std::move(r));
-        if (--group_->members == 0) topic_->groups.erase(group_->name);
-      } else {
-        topic_->counters.dropped.fetch_add(cursor_->lost(), std::memory_order_relaxed);
-        cursor_.reset();  // under the lock: statistics read the cursor through the entry
-      }
+      leave_locked(departure);
     }
-    if (group_ && !handed_back.empty()) topic_->notify_async();
-    own_requeued_.clear();
-    {
-      const std::lock_guard lock(ack_mutex_);
-      entry_.reset();
-      group_.reset();
-      topic_.reset();
-    }
-    delivered_ = 0;
+    finish_leave(departure);
   }
 
   /// The next delivery, without waiting. Returns true with `out` set; false with `ec` clear when
@@ -235,6 +201,11 @@ class SubscriberCore final : public Wakeable {
   /// Calls `fn(const Message&)` on up to `max` deliveries in place (no copy out of the ring).
   template <class Fn>
   std::size_t poll(std::size_t max, Fn& fn, std::error_code& ec) {
+    ec.clear();
+    if (!topic_) [[unlikely]] {
+      ec = errc::not_subscribed;
+      return 0;
+    }
     std::size_t n = 0;
     Requeued r;
     // Requeued and read-ahead deliveries first, so order is kept.
@@ -278,9 +249,11 @@ class SubscriberCore final : public Wakeable {
   void settle(const BasicAckHandle& handle, Settlement how, std::error_code& ec) {
     ec.clear();
     Requeued r;
-    std::shared_ptr<Topic> topic;  // copies: the receiving thread may unsubscribe meanwhile
-    std::shared_ptr<Group> group;
+    std::shared_ptr<Topic> topic;  // a copy: the receiving thread may unsubscribe meanwhile
+    bool requeued = false;
     {
+      // Held until the delivery is requeued: `leave_locked` resets the subscription under this
+      // lock, so a requeue never lands in a later subscription of this subscriber.
       const std::lock_guard lock(ack_mutex_);
       const auto it = topic_ ? unacked_.find(handle.tag()) : unacked_.end();
       if (it == unacked_.end() || (handle.tag() >> kTagBits) != (entry_.id & kIdMask)) {
@@ -291,21 +264,20 @@ class SubscriberCore final : public Wakeable {
       unacked_.erase(it);
       entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
       topic = topic_;
-      group = group_;
+      if (how == Settlement::requeue && r.deliveries < config_.max_deliveries) {
+        if (config_.enable_statistics) topic->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+        if (group_) {
+          group_->requeued.push(std::move(r));
+        } else {
+          own_requeued_.push(std::move(r));
+          entry_.requeued.store(own_requeued_.size(), std::memory_order_relaxed);
+        }
+        requeued = true;
+      }
     }
     ack_cv_.notify_all();
-    if (how == Settlement::ack) return;
-    if (how == Settlement::requeue && r.deliveries < config_.max_deliveries) {
-      if (config_.enable_statistics) topic->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
-      if (group) {
-        group->requeued.push(std::move(r));
-      } else {
-        own_requeued_.push(std::move(r));
-        entry_.requeued.store(own_requeued_.size(), std::memory_order_relaxed);
-      }
-      topic->notify_async();  // a receiver waiting asynchronously may take it
-      return;
-    }
+    if (requeued) topic->notify_async();  // a receiver waiting asynchronously may take it
+    if (requeued || how == Settlement::ack) return;
     dead_letter(*topic, std::move(r));
   }
 
@@ -318,6 +290,91 @@ class SubscriberCore final : public Wakeable {
   }
 
  private:
+  /// What leaving a topic leaves to do once the topic's lock is released.
+  struct Departure {
+    std::shared_ptr<Topic> topic;
+    bool notify = false;  ///< Deliveries went back to the group: wake its asynchronous receivers.
+  };
+
+  /// Requires `t->mutex` and the topic map's lock; `topic_` is null.
+  void join_locked(const std::shared_ptr<Topic>& t, std::string_view group) {
+    std::shared_ptr<Group> joined;
+    if (group.empty()) {
+      cursor_.emplace(t->ring.add_cursor());
+      entry_.cursor = &*cursor_;
+    } else {
+      auto& g = t->groups[std::string(group)];
+      if (!g) g = std::make_shared<Group>(std::string(group), t->ring.add_group_cursor());
+      ++g->members;
+      entry_.group = g.get();
+      joined = g;
+    }
+    buffer_.clear();
+    buffer_pos_ = 0;
+    delivered_ = 0;
+    entry_.id = broker_->next_subscriber_id();
+    entry_.owner = this;
+    t->entries.push_back(&entry_);
+    seen_epoch_ = t->clear_epoch.load(std::memory_order_acquire);
+    const std::lock_guard ack_lock(ack_mutex_);  // settle() reads these from other threads
+    woken_ = false;                              // a wake belongs to the previous subscription
+    group_ = std::move(joined);
+    topic_ = t;
+  }
+
+  /// Leaves `topic_`. Requires `topic_->mutex`. Unacked deliveries are taken under the ack lock
+  /// together with the reset of the subscription, so a concurrent `settle` either finishes before
+  /// (its requeue is handed back or dropped here) or finds nothing to settle.
+  void leave_locked(Departure& departure) {
+    Topic& topic = *topic_;
+    std::vector<Requeued> handed_back;
+    std::uint64_t dropped = 0;
+    {
+      const std::lock_guard lock(ack_mutex_);
+      if (group_) {
+        for (auto& [tag, r] : unacked_) handed_back.push_back(std::move(r));
+      } else {
+        dropped += unacked_.size() + own_requeued_.clear();
+      }
+      unacked_.clear();
+      departure.topic = std::move(topic_);
+      topic_.reset();
+    }
+    // Read-ahead goes back to the group, unless clear_topic discarded it meanwhile (the epoch
+    // moves before the group's requeued deliveries are cleared under this mutex).
+    // An independent subscriber's read-ahead, like its backlog in the ring, was never received:
+    // it is released uncounted.
+    if (group_ && topic.clear_epoch.load(std::memory_order_acquire) == seen_epoch_) {
+      for (std::size_t i = buffer_pos_; i < buffer_.size(); ++i)
+        handed_back.push_back(Requeued{std::move(buffer_[i].message), buffer_[i].expires_ns, 0});
+    }
+    buffer_.clear();
+    buffer_pos_ = 0;
+    std::erase(topic.entries, &entry_);
+    topic.counters.delivered_by_departed.fetch_add(delivered_, std::memory_order_relaxed);
+    if (group_) {
+      departure.notify = !handed_back.empty();
+      for (auto& r : handed_back) group_->requeued.push(std::move(r));
+      if (--group_->members == 0) {
+        // The last member leaves: the group's requeued deliveries go with it.
+        dropped += group_->requeued.clear() + group_->cursor.lost();
+        topic.groups.erase(group_->name);
+      }
+    } else {
+      dropped += cursor_->lost();
+      cursor_.reset();  // under the lock: statistics read the cursor through the entry
+    }
+    if (config_.enable_statistics && dropped != 0) topic.counters.dropped.fetch_add(dropped, std::memory_order_relaxed);
+    const std::lock_guard lock(ack_mutex_);
+    entry_.reset();
+    group_.reset();
+    delivered_ = 0;
+  }
+
+  void finish_leave(Departure& departure) {
+    if (departure.notify) departure.topic->notify_async();
+  }
+
   bool expired(std::int64_t expires_ns, std::int64_t& now) {
     if (!config_.enable_ttl || expires_ns == 0) return false;
     if (now == 0) now = steady_now_ns();
@@ -353,17 +410,19 @@ class SubscriberCore final : public Wakeable {
   }
 
   void dead_letter(Topic& topic, Requeued&& r) {
+    using Result = BrokerState::InternalPublish;
     const std::string& target = config_.dead_letter_topic;
-    bool delivered = false;
+    Result result = Result::no_target;
     if (!target.empty() && target != topic.name) {
       r.message.metadata.set("x-delivery-count", std::to_string(r.deliveries));
       r.message.metadata.set("x-original-topic", topic.name);
-      delivered = broker_->publish_internal(target, std::move(r.message), r.expires_ns);
+      result = broker_->publish_internal(target, std::move(r.message), r.expires_ns);
     }
     if (!config_.enable_statistics) return;
-    if (delivered)
+    // A message the dead-letter topic dropped is counted there, once.
+    if (result == Result::published)
       topic.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
-    else
+    else if (result == Result::no_target)
       topic.counters.dropped.fetch_add(1, std::memory_order_relaxed);
   }
 
