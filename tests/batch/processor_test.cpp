@@ -180,6 +180,9 @@ TEST_CASE("with an ack subscriber a failed batch is nacked and redelivered", "[b
       stop.get_token());
   CHECK(n == 3);
   CHECK(reported == 1);
+  CHECK(processor.failed_batches() == 1);
+  CHECK(processor.discarded_messages() == 0);  // nacked and redelivered, not dropped
+  CHECK(processor.last_exception() != nullptr);
   REQUIRE(batches.size() == 2);
   CHECK(batches[0] == std::vector<std::string>{"0", "1", "2"});
   CHECK(batches[1] == batches[0]);  // the same messages again
@@ -220,6 +223,69 @@ TEST_CASE("without acks a failed batch goes to the error handler and the error i
   CHECK(n == 0);
   CHECK(ec == kincir::errc::invalid_argument);
   CHECK(rescued == std::vector<std::string>{"0", "1", "2"});
+  CHECK(processor.failed_batches() == 1);
+  CHECK(processor.last_error() == kincir::errc::invalid_argument);
+  CHECK(processor.discarded_messages() == 3);  // the handler copied them but left them in the vector
+}
+
+TEST_CASE("without acks or an error handler a skipped batch is counted and its error kept", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessor processor(
+      kincir::memory::InMemorySubscriber(broker),
+      BatchProcessorOptions{.batch_size = 3, .batch_timeout = 1h, .on_error = BatchErrorPolicy::skip});
+  processor.subscribe("t");
+  publish_numbered(broker, 6);
+  CHECK(processor.failed_batches() == 0);
+  CHECK(!processor.last_error());
+  std::stop_source stop;
+  std::vector<std::vector<std::string>> batches;
+  std::error_code ec;
+
+  SECTION("the handler returns an error") {
+    const auto n = processor.process_batches(
+        [&](std::vector<Message>&& batch) -> std::error_code {
+          batches.push_back(payloads_of(batch));
+          if (batches.size() == 1) return kincir::errc::timeout;
+          stop.request_stop();
+          return {};
+        },
+        stop.get_token(), ec);
+    CHECK(!ec);  // skipped: processing went on
+    CHECK(n == 3);
+    REQUIRE(batches.size() == 2);
+    CHECK(batches[1] == std::vector<std::string>{"3", "4", "5"});
+    CHECK(processor.failed_batches() == 1);
+    CHECK(processor.discarded_messages() == 3);
+    CHECK(processor.last_error() == kincir::errc::timeout);
+    CHECK(processor.last_exception() == nullptr);
+    processor.clear_last_error();
+    CHECK(!processor.last_error());
+    CHECK(processor.failed_batches() == 1);  // a count, not cleared
+  }
+  SECTION("the handler throws after moving some messages out") {
+    std::vector<Message> kept;
+    const auto n = processor.process_batches(
+        [&](std::vector<Message>&& batch) {
+          batches.push_back(payloads_of(batch));
+          if (batches.size() == 1) {
+            kept.push_back(std::move(batch.front()));
+            batch.erase(batch.begin());
+            throw std::runtime_error("first batch fails");
+          }
+          stop.request_stop();
+        },
+        stop.get_token(), ec);
+    CHECK(!ec);
+    CHECK(n == 3);
+    CHECK(payloads_of(kept) == std::vector<std::string>{"0"});
+    CHECK(processor.failed_batches() == 1);
+    CHECK(processor.discarded_messages() == 2);  // "1" and "2": nobody took them
+    CHECK(!processor.last_error());
+    REQUIRE(processor.last_exception() != nullptr);
+    CHECK_THROWS_AS(std::rethrow_exception(processor.last_exception()), std::runtime_error);
+    processor.clear_last_error();
+    CHECK(processor.last_exception() == nullptr);
+  }
 }
 
 TEST_CASE("a receive error ends processing after handing over what was taken", "[batch][processor][concurrency]") {

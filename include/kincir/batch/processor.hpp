@@ -9,11 +9,13 @@
 #include <kincir/core/message.hpp>
 
 #include <algorithm>     // std::min
+#include <atomic>        // failure counters, readable while processing
 #include <chrono>        // batch_timeout, deadlines
 #include <concepts>      // std::convertible_to
 #include <cstddef>       // std::size_t
 #include <exception>     // std::exception_ptr
 #include <functional>    // std::function error handler, std::invoke
+#include <mutex>         // last_error, readable while processing
 #include <optional>      // timed receive results
 #include <span>          // settling a batch of handles
 #include <stop_token>    // std::stop_token
@@ -25,11 +27,13 @@
 
 namespace kincir {
 
-/// What `process_batches` does after the handler failed on a batch.
+/// What `process_batches` does after a batch failed. Either way the batch is first settled (nacked
+/// when acks are available), counted (`failed_batches()`, `last_error()`) and passed to the error
+/// handler, if one is set.
 enum class BatchErrorPolicy {
-  /// Settle the batch (nack when acks are available), then return the error (or rethrow).
+  /// Then return the error (or rethrow the exception the batch handler threw).
   stop,
-  /// Settle the batch, report it to the error handler, and go on with the next batch.
+  /// Then go on with the next batch.
   skip,
 };
 
@@ -97,15 +101,19 @@ std::optional<Message> receive_for(S& s, Duration timeout, std::error_code& ec) 
 /// the first, then calls `fn(std::vector<Message>&&)`. `fn` returns `void` or something
 /// convertible to `std::error_code`; it fails by throwing or returning an error.
 ///
-/// A failed batch is not lost. With an ack-capable subscriber (`AckSubscriber` with
-/// `receive_with_ack_for`) every message is received with a handle; a batch is acked after `fn`
-/// succeeded and nacked (`requeue` as configured: redelivered) after it failed. Otherwise the
-/// messages of a failed batch that `fn` did not move out are passed to the error handler. Then
-/// `on_error` decides: `stop` returns the error (an exception `fn` threw is rethrown), `skip`
-/// goes on.
+/// A failed batch (`fn` threw or returned an error, or acking it failed) never vanishes silently:
+/// - it is counted: `failed_batches()`, and `last_error()`/`last_exception()` say why;
+/// - with an ack-capable subscriber (`AckSubscriber` with `receive_with_ack_for`) every message
+///   is received with a handle; a batch is acked after `fn` succeeded and nacked (`requeue` as
+///   configured: redelivered) after it failed;
+/// - the error handler, if set, is called with the error and the messages `fn` left in the
+///   vector. Without acks it is their last stop: what it leaves there is discarded and counted in
+///   `discarded_messages()` (with acks the nack has already disposed of them);
+/// - then `on_error` decides: `stop` returns the error (an exception `fn` threw is rethrown),
+///   `skip` goes on.
 ///
 /// Thread safety: one `process_batches` at a time, like the subscriber it drives; the stop token
-/// may be triggered from any thread.
+/// may be triggered, and the failure accessors read, from any thread.
 template <class S>
 class BatchProcessor {
  public:
@@ -116,9 +124,11 @@ class BatchProcessor {
   /// Whether batches are acked/nacked through the subscriber.
   static constexpr bool kUsesAcks = detail::batch::TimedAckSubscriber<subscriber_type>;
 
-  /// Told about every failed batch: the error `fn` returned (or empty), the exception it threw (or
-  /// null), and the batch's messages that `fn` left in the vector (empty if it moved them out).
-  /// It may move them out (to a dead-letter store, say). Runs on the processing thread.
+  /// Told about every failed batch: the error `fn` returned or acking failed with (or empty), the
+  /// exception `fn` threw (or null), and the batch's messages that `fn` left in the vector (empty
+  /// if it moved them out). It may move them out (to a dead-letter store, say); without acks,
+  /// what it leaves is discarded. Runs on the processing thread, after the batch was settled; an
+  /// exception it throws ends `process_batches`.
   using ErrorHandler = std::function<void(std::error_code, std::exception_ptr, std::vector<Message>& batch)>;
 
   BatchProcessor(S&& subscriber, BatchProcessorOptions options)
@@ -133,17 +143,23 @@ class BatchProcessor {
   BatchProcessor(std::in_place_t, BatchProcessorOptions options, Args&&... args)
       : subscriber_(std::forward<Args>(args)...), options_(normalise(options)) {}
 
+  BatchProcessor(const BatchProcessor&) = delete;
+  BatchProcessor& operator=(const BatchProcessor&) = delete;
+
   /// Subscribes the underlying subscriber to `topic`.
   void subscribe(std::string_view topic, std::error_code& ec) { subscriber_.subscribe(topic, ec); }
   void subscribe(std::string_view topic) { subscriber_.subscribe(topic); }
 
+  /// Sets the handler for failed batches (see `ErrorHandler`). Not while `process_batches` runs.
   void set_error_handler(ErrorHandler handler) { error_handler_ = std::move(handler); }
 
   /// Processes batches until `stop` is triggered or receiving fails. Returns how many messages
-  /// `fn` processed successfully. On stop, what was already taken is handed to `fn` first.
-  /// `ec`: the receive error that ended processing (`broker_shutdown`, `closed`, ...), or with
-  /// policy `stop` the error `fn` returned or the settlement error. An exception thrown by `fn`
-  /// under policy `stop` propagates (after the batch was settled).
+  /// were in batches that succeeded (`fn` succeeded and, with acks, the batch was acked). On stop,
+  /// what was already taken is handed to `fn` first. `ec`: the receive error that ended
+  /// processing (`broker_shutdown`, `closed`, ...), or with policy `stop` the error `fn` returned
+  /// or the ack error. An exception thrown by `fn` under policy `stop` propagates (after the batch
+  /// was settled, counted and given to the error handler). Under policy `skip` failed batches do
+  /// not end processing: see `failed_batches()` and `last_error()`.
   template <class Fn>
   std::size_t process_batches(Fn&& fn, const std::stop_token& stop, std::error_code& ec) {
     using result_type = std::invoke_result_t<Fn&, std::vector<Message>&&>;
@@ -200,7 +216,11 @@ class BatchProcessor {
         settle(/*ok=*/false, settle_ec);
       }
       if (failure || exception) {
+        record_failure(failure, exception);
         if (error_handler_) error_handler_(failure, exception, batch);
+        // Without acks, what is still in the vector now has nowhere else to go.
+        // NOLINTNEXTLINE(bugprone-use-after-move): `fn` took an rvalue reference; what it left is there
+        if constexpr (!kUsesAcks) discarded_messages_.fetch_add(batch.size(), std::memory_order_relaxed);
         if (options_.on_error == BatchErrorPolicy::stop) {
           if (exception) std::rethrow_exception(exception);
           ec = failure;
@@ -224,6 +244,35 @@ class BatchProcessor {
     return n;
   }
 
+  /// Batches that failed since construction (`fn` threw or returned an error, or acking failed),
+  /// under either policy.
+  [[nodiscard]] std::size_t failed_batches() const noexcept { return failed_batches_.load(std::memory_order_relaxed); }
+
+  /// Messages of failed batches that were dropped since construction: without acks, those that
+  /// neither `fn` nor the error handler moved out of the vector. Always 0 with acks (failed
+  /// batches are nacked instead).
+  [[nodiscard]] std::size_t discarded_messages() const noexcept {
+    return discarded_messages_.load(std::memory_order_relaxed);
+  }
+
+  /// The error of the most recent failed batch: what `fn` returned, or the ack error; empty if
+  /// `fn` threw (see `last_exception()`) or nothing failed. The two are what the error handler
+  /// was given. Cleared by `clear_last_error`.
+  [[nodiscard]] std::error_code last_error() const {
+    const std::lock_guard lock(failure_mutex_);
+    return last_error_;
+  }
+  /// The exception `fn` threw in the most recent failed batch (null if it did not throw).
+  [[nodiscard]] std::exception_ptr last_exception() const {
+    const std::lock_guard lock(failure_mutex_);
+    return last_exception_;
+  }
+  void clear_last_error() {
+    const std::lock_guard lock(failure_mutex_);
+    last_error_.clear();
+    last_exception_ = nullptr;
+  }
+
   [[nodiscard]] const BatchProcessorOptions& options() const noexcept { return options_; }
   [[nodiscard]] subscriber_type& subscriber() noexcept { return subscriber_; }
 
@@ -239,6 +288,13 @@ class BatchProcessor {
     if (o.batch_size == 0) o.batch_size = 1;
     if (o.stop_check_interval <= clock::duration::zero()) o.stop_check_interval = std::chrono::milliseconds(1);
     return o;
+  }
+
+  void record_failure(const std::error_code& error, const std::exception_ptr& exception) {
+    failed_batches_.fetch_add(1, std::memory_order_relaxed);
+    const std::lock_guard lock(failure_mutex_);
+    last_error_ = error;
+    last_exception_ = exception;
   }
 
   /// Appends at most one message, waiting at most `timeout`.
@@ -273,6 +329,12 @@ class BatchProcessor {
   const BatchProcessorOptions options_;
   ErrorHandler error_handler_;
   detail::batch::Handles<subscriber_type> handles_;
+
+  std::atomic<std::size_t> failed_batches_{0};
+  std::atomic<std::size_t> discarded_messages_{0};
+  mutable std::mutex failure_mutex_;
+  std::error_code last_error_;
+  std::exception_ptr last_exception_;
 };
 
 /// `BatchProcessor(subscriber_lvalue, ...)` references the subscriber; from an rvalue it owns it.

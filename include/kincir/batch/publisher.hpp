@@ -9,6 +9,7 @@
 #include <kincir/core/message.hpp>
 
 #include <algorithm>           // std::min
+#include <atomic>              // the error handler's thread
 #include <chrono>              // batch_timeout, buffer ages
 #include <condition_variable>  // the flush timer's wait
 #include <cstddef>             // std::size_t
@@ -48,10 +49,15 @@ struct BatchPublisherOptions {
 ///   message is `batch_timeout` old (by a background timer; errors go to the error handler and
 ///   `last_error()`), by `flush()`, and on destruction.
 ///
-/// Nothing is dropped silently: a failed flush keeps its messages buffered, in order, for the next
-/// attempt (by size, by the timer one `batch_timeout` later, or by `flush()`); `take_pending`
-/// hands them back. Only destruction can discard messages, and then only after passing them to
-/// the error handler, which may move them out.
+/// Nothing is dropped silently: a failed flush keeps exactly its unpublished messages buffered,
+/// in order, in front of later ones, for the next attempt (by size, by the timer one
+/// `batch_timeout` later, or by `flush()`); `take_pending` hands them back. Only destruction can
+/// discard messages, and then only after passing them to the error handler, which may move them
+/// out (without a handler they are discarded: call `flush()` first to see the error).
+///
+/// Failures rely on the `Publisher` contract: a failed `publish(topic, batch, ec)` leaves in
+/// `batch` exactly the messages it did not publish, in order (the published ones are a prefix and
+/// are removed; if none was published the vector is untouched).
 ///
 /// Thread safety: every member may be called from any thread. Calls into the publisher are
 /// serialised for `add`/`flush`/the timer, so each topic's messages keep their order;
@@ -65,9 +71,12 @@ class BatchPublisher {
   static_assert(Publisher<publisher_type>, "BatchPublisher needs a type modelling kincir::Publisher");
 
   /// Called after a flush that the caller of `add`/`flush` does not see fails (timer, destructor)
-  /// with the error, the topic and the messages not sent. Messages the handler leaves in the
-  /// vector stay buffered (timer) or are discarded (destructor). Runs on the timer thread or the
-  /// destroying thread, without locks held.
+  /// with the error, the topic and exactly the messages not published, in order. Messages the
+  /// handler leaves in the vector stay buffered, in front of later ones (timer), or are discarded
+  /// (destructor). Runs on the timer thread or the destroying thread, holding the lock that
+  /// serialises flushes (so nothing overtakes the unsent messages): from inside it, `take_pending`
+  /// works, but a flush (`flush()`, or an `add` that would flush) fails with
+  /// `std::errc::resource_deadlock_would_occur` instead of waiting for itself. It must not throw.
   using ErrorHandler = std::function<void(std::error_code, std::string_view topic, std::vector<Message>& unsent)>;
 
   BatchPublisher(P&& publisher, BatchPublisherOptions options)
@@ -85,7 +94,8 @@ class BatchPublisher {
   BatchPublisher(const BatchPublisher&) = delete;
   BatchPublisher& operator=(const BatchPublisher&) = delete;
 
-  /// Stops the timer and flushes every topic. Failures go to the error handler.
+  /// Stops the timer and flushes every topic. Failures go to the error handler (see
+  /// `ErrorHandler`); what it leaves is discarded.
   ~BatchPublisher() {
     stop_timer();
     for (auto& topic : topics_snapshot()) {
@@ -95,9 +105,10 @@ class BatchPublisher {
   }
 
   /// Publishes `messages` to `topic` in order, in chunks of `batch_size`, on this thread.
-  /// Returns how many were published. On failure `ec` is the publisher's error and `messages`
-  /// holds exactly the messages not published (the published prefix is removed), so the caller
-  /// still owns them; on success it is empty.
+  /// Returns how many were published (on failure too: the chunks before the failing one plus
+  /// whatever prefix of it the publisher got out). On failure `ec` is the publisher's error and
+  /// `messages` holds exactly the messages not published, in order (the published prefix is
+  /// removed), so the caller still owns them; on success it is empty.
   std::size_t publish_batch(std::string_view topic, std::vector<Message>&& messages, std::error_code& ec) {
     return publish_chunks(topic, messages, ec);
   }
@@ -112,8 +123,9 @@ class BatchPublisher {
 
   /// Buffers `message` for `topic`; flushes the topic if its buffer reached `batch_size`.
   /// If that flush fails, `ec` is the publisher's error and the message stays buffered (it was
-  /// accepted). If the topic already holds `max_buffered` messages and they still cannot be
-  /// sent, `ec` is the error and `message` is left untouched (not accepted). Errors from
+  /// accepted) with the other unpublished ones. If the topic already holds `max_buffered`
+  /// messages, `add` first flushes them; if that flush fails, `ec` is the error and `message` is
+  /// left untouched (not accepted), even if the flush got some of them out. Errors from
   /// `invalid topic` names surface at the first flush.
   void add(std::string_view topic, Message&& message, std::error_code& ec) {
     ec.clear();
@@ -133,7 +145,7 @@ class BatchPublisher {
       buffer->messages.push_back(std::move(message));
       if (was_empty) {
         buffer->oldest = clock::now();
-        if (timer_deadline_ == clock::time_point::max()) timer_cv_.notify_one();
+        arm_timer(buffer->oldest);
       }
       full = buffer->messages.size() >= options_.batch_size;
     }
@@ -148,7 +160,8 @@ class BatchPublisher {
   }
 
   /// Publishes every buffered message now. Every topic is attempted; `ec` is the first error and
-  /// the messages of failing topics stay buffered.
+  /// the unpublished messages of failing topics stay buffered, in order (retried by the timer one
+  /// `batch_timeout` later, by the next `add` that fills the buffer, or by `flush()`).
   void flush(std::error_code& ec) {
     ec.clear();
     for (auto& topic : topics_snapshot()) {
@@ -164,9 +177,13 @@ class BatchPublisher {
     throw_if(ec, "BatchPublisher::flush");
   }
 
-  /// Removes and returns the messages buffered for `topic` (for a caller giving up on them).
+  /// Removes and returns the messages buffered for `topic`, in order (for a caller giving up on
+  /// them). Waits for a flush in progress, so after a failed flush it returns exactly the
+  /// unpublished messages (plus any added since).
   [[nodiscard]] std::vector<Message> take_pending(std::string_view topic) {
-    const std::lock_guard publish_lock(publish_mutex_);  // not while a flush has them out
+    // Not while a flush has them out. From the error handler this thread already holds the lock.
+    std::unique_lock<std::mutex> publish_lock;
+    if (!in_error_handler()) publish_lock = std::unique_lock(publish_mutex_);
     const std::lock_guard lock(buffer_mutex_);
     auto it = buffers_.find(topic);
     if (it == buffers_.end()) return {};
@@ -188,7 +205,9 @@ class BatchPublisher {
     return it == buffers_.end() ? 0 : it->second.messages.size();
   }
 
-  /// The most recent error of a background (timer) flush; cleared by `clear_last_error`.
+  /// The most recent error of a background flush (timer or destructor), the one the error handler
+  /// was given; errors of `add`/`flush()` go to their caller instead. Cleared by
+  /// `clear_last_error`.
   [[nodiscard]] std::error_code last_error() const {
     const std::lock_guard lock(buffer_mutex_);
     return last_error_;
@@ -244,15 +263,21 @@ class BatchPublisher {
     return names;
   }
 
-  /// Sends `messages` in chunks; on failure erases the sent prefix and leaves the rest.
+  /// Sends `messages` in chunks of `batch_size`. Returns how many were published; on failure
+  /// `messages` holds exactly the unpublished ones, in order. Relies on the `Publisher` contract:
+  /// a failed `publish` leaves in its vector exactly the messages it did not publish (those
+  /// published are a prefix and are removed; if none was, the vector is untouched).
   std::size_t publish_chunks(std::string_view topic, std::vector<Message>& messages, std::error_code& ec) {
     ec.clear();
     const std::size_t total = messages.size();
     if (total <= options_.batch_size) {
-      publisher_.publish(topic, std::move(messages), ec);  // leaves the vector as it was on failure
-      if (ec) return 0;
-      messages.clear();
-      return total;
+      publisher_.publish(topic, std::move(messages), ec);
+      if (!ec) {
+        messages.clear();
+        return total;
+      }
+      // NOLINTNEXTLINE(bugprone-use-after-move): on failure it holds the unpublished suffix
+      return total - std::min(messages.size(), total);
     }
     std::vector<Message> chunk;
     std::size_t sent = 0;
@@ -261,13 +286,18 @@ class BatchPublisher {
       chunk.clear();
       chunk.reserve(n);
       const auto first = messages.begin() + static_cast<std::ptrdiff_t>(sent);
-      chunk.insert(chunk.end(), std::make_move_iterator(first),
-                   std::make_move_iterator(first + static_cast<std::ptrdiff_t>(n)));
+      const auto last = first + static_cast<std::ptrdiff_t>(n);
+      chunk.insert(chunk.end(), std::make_move_iterator(first), std::make_move_iterator(last));
       publisher_.publish(topic, std::move(chunk), ec);
       if (ec) {
-        // NOLINTNEXTLINE(bugprone-use-after-move): a failed publish leaves the batch untouched
-        std::move(chunk.begin(), chunk.end(), first);  // put the chunk back
-        messages.erase(messages.begin(), first);
+        // NOLINTNEXTLINE(bugprone-use-after-move): on failure it holds the chunk's unpublished suffix
+        const std::size_t unsent = std::min(chunk.size(), n);
+        sent += n - unsent;
+        // The chunk's unpublished messages go back to the end of their slots, right before the
+        // untouched rest; everything in front of them was published (or moved out) and goes.
+        std::move(chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(unsent),
+                  last - static_cast<std::ptrdiff_t>(unsent));
+        messages.erase(messages.begin(), last - static_cast<std::ptrdiff_t>(unsent));
         return sent;
       }
       sent += n;
@@ -278,9 +308,15 @@ class BatchPublisher {
 
   /// Publishes the topic's buffer. `only_if_full`: skip if another thread flushed meanwhile.
   /// `report`: a failure goes to the error handler and last_error (background flushes).
+  /// `discard_unsent`: what the handler leaves is dropped instead of buffered (destructor).
   void flush_topic(std::string_view topic, bool only_if_full, std::error_code& ec, bool report,
                    bool discard_unsent = false) {
     ec.clear();
+    if (in_error_handler()) {
+      // This thread holds publish_mutex_ already (it is running the error handler).
+      ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+      return;
+    }
     const std::lock_guard publish_lock(publish_mutex_);
     std::vector<Message> batch;
     {
@@ -290,7 +326,7 @@ class BatchPublisher {
       if (only_if_full && it->second.messages.size() < options_.batch_size) return;
       batch.swap(it->second.messages);
     }
-    publish_chunks(topic, batch, ec);
+    publish_chunks(topic, batch, ec);  // on failure `batch` holds exactly the unsent messages
     if (!ec) {
       const std::lock_guard lock(buffer_mutex_);
       auto& buffer = buffers_.find(topic)->second;
@@ -306,14 +342,48 @@ class BatchPublisher {
       last_error_ = ec;
       handler = error_handler_;
     }
-    if (handler) handler(ec, topic, batch);
+    if (handler) {
+      // Runs with publish_mutex_ held, so no other flush can overtake the unsent messages;
+      // calls back into this object that need that lock fail instead of deadlocking.
+      handler_thread_.store(std::this_thread::get_id());
+      struct Reset {
+        std::atomic<std::thread::id>& id;
+        ~Reset() { id.store(std::thread::id{}); }
+      } reset{handler_thread_};
+      handler(ec, topic, batch);
+    }
     if (discard_unsent) return;
     const std::lock_guard lock(buffer_mutex_);
     auto& buffer = buffers_.find(topic)->second;
     // Unsent messages go back in front of anything added meanwhile; retried a timeout later.
     buffer.messages.insert(buffer.messages.begin(), std::make_move_iterator(batch.begin()),
                            std::make_move_iterator(batch.end()));
-    if (!buffer.messages.empty()) buffer.oldest = clock::now();
+    if (!buffer.messages.empty()) {
+      buffer.oldest = clock::now();
+      arm_timer(buffer.oldest);
+    }
+  }
+
+  /// Whether this thread is running the error handler (and so holds publish_mutex_).
+  [[nodiscard]] bool in_error_handler() const noexcept { return handler_thread_.load() == std::this_thread::get_id(); }
+
+  /// When a buffer whose oldest message is `oldest` is due (saturating: never overflows).
+  [[nodiscard]] clock::time_point deadline_of(clock::time_point oldest) const noexcept {
+    if (options_.batch_timeout >= clock::time_point::max() - oldest) return clock::time_point::max();
+    return oldest + options_.batch_timeout;
+  }
+
+  /// Requires buffer_mutex_. A buffer just became non-empty (an add, or a failed flush putting its
+  /// messages back) with its oldest message at `oldest`: wakes the timer if it would sleep past
+  /// that buffer's deadline (it may be sleeping with no deadline at all, having found the buffer
+  /// swapped out by a flush). The timer recomputes its deadline when it wakes.
+  void arm_timer(clock::time_point oldest) {
+    if (!timer_started_) return;
+    const auto deadline = deadline_of(oldest);
+    if (deadline < timer_deadline_) {
+      timer_deadline_ = deadline;
+      timer_cv_.notify_one();
+    }
   }
 
   /// Requires buffer_mutex_.
@@ -338,8 +408,8 @@ class BatchPublisher {
       clock::time_point next = clock::time_point::max();
       std::vector<std::string> due;
       for (const auto& [name, buffer] : buffers_) {
-        if (buffer.messages.empty()) continue;
-        const auto deadline = buffer.oldest + options_.batch_timeout;
+        if (buffer.messages.empty()) continue;  // empty, or swapped out by a flush (which re-arms us)
+        const auto deadline = deadline_of(buffer.oldest);
         if (deadline <= now) {
           due.push_back(name);
         } else if (deadline < next) {
@@ -347,7 +417,7 @@ class BatchPublisher {
         }
       }
       if (!due.empty()) {
-        timer_deadline_ = now;  // busy flushing: adds need not wake us
+        timer_deadline_ = clock::time_point::min();  // busy flushing, rescans afterwards: no wake-ups needed
         lock.unlock();
         for (const auto& name : due) {
           std::error_code ec;
@@ -374,8 +444,10 @@ class BatchPublisher {
   std::error_code last_error_;
   ErrorHandler error_handler_;
 
+  std::atomic<std::thread::id> handler_thread_{};  // the thread running the error handler, if any
+
   std::condition_variable timer_cv_;
-  clock::time_point timer_deadline_ = clock::time_point::max();
+  clock::time_point timer_deadline_ = clock::time_point::max();  // when the timer wakes next
   bool timer_started_ = false;
   bool stopping_ = false;
   std::thread timer_;
