@@ -26,21 +26,8 @@ int main(int argc, char** argv) {
   std::vector<kincir::Message> messages;
   messages.reserve(message_count);
   for (std::size_t i = 0; i < message_count; ++i) {
-// GCC 12 false positive at -O2/-O3 (-Wfree-nonheap-object, "operator delete called on pointer
-// with nonzero offset [1, max]"). It is reported on the destructor of the by-value vector in
-// Bytes::adopt (core/bytes.hpp) once inlined here, on the branch where that vector is empty and
-// so never allocated; no execution frees an offset pointer. Clang does not warn, valgrind and
-// ASan see no bad free, and std::vector alone reproduces it: a vector taken by value, tested
-// with empty(), then moved into a heap object.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wfree-nonheap-object"
-#endif
     messages.push_back(
         kincir::Message(std::vector<std::uint8_t>(message_size, 0)).with_metadata("id", std::to_string(i)));
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic pop
-#endif
   }
   std::printf("Starting throughput test with %zu messages of %zu bytes each\n", message_count, message_size);
 

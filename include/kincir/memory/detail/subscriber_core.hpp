@@ -16,7 +16,7 @@
 #include <iterator>            // std::back_inserter
 #include <memory>              // std::shared_ptr
 #include <mutex>               // ack state
-#include <optional>            // the cursor
+#include <optional>            // the cursor, a rejected delivery
 #include <string>              // group names
 #include <string_view>         // topics
 #include <unordered_map>       // unacked deliveries
@@ -248,8 +248,8 @@ class SubscriberCore final : public Wakeable {
 
   void settle(const BasicAckHandle& handle, Settlement how, std::error_code& ec) {
     ec.clear();
-    Requeued r;
     std::shared_ptr<Topic> topic;  // a copy: the receiving thread may unsubscribe meanwhile
+    std::optional<Requeued> rejected;
     bool requeued = false;
     {
       // Held until the delivery is requeued: `leave_locked` resets the subscription under this
@@ -260,7 +260,7 @@ class SubscriberCore final : public Wakeable {
         ec = errc::unknown_delivery;
         return;
       }
-      r = std::move(it->second);
+      Requeued r = std::move(it->second);
       unacked_.erase(it);
       entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
       topic = topic_;
@@ -273,12 +273,13 @@ class SubscriberCore final : public Wakeable {
           entry_.requeued.store(own_requeued_.size(), std::memory_order_relaxed);
         }
         requeued = true;
+      } else if (how != Settlement::ack) {
+        rejected.emplace(std::move(r));
       }
     }
     ack_cv_.notify_all();
     if (requeued) topic->notify_async();  // a receiver waiting asynchronously may take it
-    if (requeued || how == Settlement::ack) return;
-    dead_letter(*topic, std::move(r));
+    if (rejected) dead_letter(*topic, std::move(*rejected));
   }
 
   void wake() noexcept override {
