@@ -49,15 +49,14 @@ amqp::ConnectionConfig test_config() {
   config.password = "secret";
   config.vhost = "/prod";
   config.connection_name = "orders";
-  config.heartbeat = 30;
+  config.heartbeat = amqp::HeartbeatSetting::seconds(30);
   return config;
 }
 
 ByteVector protocol_header() { return {amqp::kProtocolHeader.begin(), amqp::kProtocolHeader.end()}; }
 
-/// The start-ok the client must send: PLAIN with \0user\0password and every capability
-/// RabbitMQ needs advertised.
-void check_start_ok(const ByteVector& written) {
+/// The start-ok in `written`, which must be exactly that frame on channel 0.
+amqp::ConnectionStartOk decode_start_ok(const ByteVector& written) {
   auto frames = amqp::test::split_frames(written);
   REQUIRE(frames.size() == 1);
   CHECK(frames[0].channel == 0);
@@ -65,6 +64,26 @@ void check_start_ok(const ByteVector& written) {
   std::error_code ec;
   amqp::decode_method_as(frames[0].payload, ok, ec);
   REQUIRE_FALSE(ec);
+  return ok;
+}
+
+/// The capabilities RabbitMQ needs to hear about, all true in `caps`.
+void check_kincir_capabilities(const amqp::FieldTable& caps) {
+  for (const char* cap : {"publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
+                          "connection.blocked", "authentication_failure_close", "per_consumer_qos"}) {
+    INFO(cap);
+    const auto* value = caps.find(cap);
+    REQUIRE(value != nullptr);
+    REQUIRE(value->get_if<bool>() != nullptr);
+    CHECK(*value->get_if<bool>());
+  }
+}
+
+/// The start-ok the client must send: PLAIN with \0user\0password and every capability
+/// RabbitMQ needs advertised.
+void check_start_ok(const ByteVector& written) {
+  const amqp::ConnectionStartOk ok = decode_start_ok(written);
+  std::error_code ec;
   CHECK(ok.mechanism == "PLAIN");
   CHECK(ok.response == std::string("\0user\0secret", 12));
   CHECK(ok.locale == "en_US");
@@ -76,13 +95,7 @@ void check_start_ok(const ByteVector& written) {
   const auto* caps = ok.client_properties.find("capabilities");
   REQUIRE(caps != nullptr);
   REQUIRE(caps->get_if<amqp::FieldTable>() != nullptr);
-  for (const char* cap : {"publisher_confirms", "basic.nack", "consumer_cancel_notify", "connection.blocked",
-                          "authentication_failure_close"}) {
-    INFO(cap);
-    const auto* value = caps->get_if<amqp::FieldTable>()->find(cap);
-    REQUIRE(value != nullptr);
-    CHECK(*value->get_if<bool>());
-  }
+  check_kincir_capabilities(*caps->get_if<amqp::FieldTable>());
 }
 
 amqp::test::Conversation handshake_until_tune() {
@@ -108,27 +121,183 @@ auto make_connection = [] { return amqp::ConnectionState(test_config()); };
 
 }  // namespace
 
-TEST_CASE("tuning takes the smaller non-zero value of each side", "[amqp][connection]") {
+TEST_CASE("tuning: channel_max and frame_max take the smaller non-zero value", "[amqp][connection]") {
   amqp::ConnectionConfig client;
+  client.heartbeat = amqp::HeartbeatSetting::server_default();
   std::error_code ec;
-  auto t = amqp::negotiate(server_tune(2047, 131072, 60), client, ec);
-  CHECK_FALSE(ec);
-  CHECK(t == amqp::Tuning{2047, 131072, 60});
-
-  client.channel_max = 100;
-  client.frame_max = 8192;
-  client.heartbeat = 10;
-  CHECK(amqp::negotiate(server_tune(2047, 131072, 60), client, ec) == amqp::Tuning{100, 8192, 10});
-  // 0 is "no limit / no preference": the other side's value wins.
-  CHECK(amqp::negotiate(server_tune(0, 0, 0), client, ec) == amqp::Tuning{100, 8192, 10});
-  client.channel_max = 0;
-  client.frame_max = 0;
-  client.heartbeat = 0;
   CHECK(amqp::negotiate(server_tune(2047, 131072, 60), client, ec) == amqp::Tuning{2047, 131072, 60});
-  CHECK(amqp::negotiate(server_tune(0, 0, 0), client, ec) == amqp::Tuning{0, 0, 0});
-  // Below the protocol minimum of 4096.
-  amqp::negotiate(server_tune(0, 1024, 0), client, ec);
+  CHECK_FALSE(ec);
+
+  struct Case {
+    std::uint16_t server_channels, client_channels, channels;
+    std::uint32_t server_frame, client_frame, frame;
+  };
+  // 0 is "no limit" on either side: the other side's value wins; both 0 gives 65535 channels
+  // (every channel id) and frame_max 0 (no limit).
+  const Case cases[] = {
+      {2047, 100, 100, 131072, 8192, 8192},  // both set: the smaller
+      {100, 2047, 100, 8192, 131072, 8192},  // both set, the other way round
+      {0, 100, 100, 0, 8192, 8192},          // no server limit
+      {2047, 0, 2047, 131072, 0, 131072},    // no client limit
+      {0, 0, 65535, 0, 0, 0},                // no limit at all
+      {7, 7, 7, 4096, 4096, 4096},           // equal; 4096 is the protocol minimum
+  };
+  for (const auto& c : cases) {
+    INFO("server " << c.server_channels << "/" << c.server_frame << ", client " << c.client_channels << "/"
+                   << c.client_frame);
+    client.channel_max = c.client_channels;
+    client.frame_max = c.client_frame;
+    const auto t = amqp::negotiate(server_tune(c.server_channels, c.server_frame, 0), client, ec);
+    CHECK_FALSE(ec);
+    CHECK(t.channel_max == c.channels);
+    CHECK(t.frame_max == c.frame);
+  }
+  CHECK(amqp::kMaxChannelId == 65535);
+
+  // Below the protocol minimum of 4096, whichever side asks for it.
+  client.frame_max = 0;
+  amqp::negotiate(server_tune(0, 4095, 0), client, ec);
   CHECK(ec == errc::frame_max_too_small);
+  client.frame_max = 1024;
+  amqp::negotiate(server_tune(0, 131072, 0), client, ec);
+  CHECK(ec == errc::frame_max_too_small);
+  client.frame_max = 4096;
+  amqp::negotiate(server_tune(0, 131072, 0), client, ec);
+  CHECK_FALSE(ec);
+}
+
+TEST_CASE("tuning: heartbeat off, the server's proposal, or a value in seconds", "[amqp][connection]") {
+  using HB = amqp::HeartbeatSetting;
+  // The default is what RabbitMQ's own clients ask for: 60 s.
+  CHECK(amqp::ConnectionConfig{}.heartbeat == HB::seconds(60));
+  CHECK(HB::off().kind == HB::Kind::off);
+  CHECK(HB::server_default().kind == HB::Kind::server_default);
+  CHECK(HB::seconds(15) == HB{HB::Kind::seconds, 15});
+
+  struct Case {
+    HB setting;
+    std::uint16_t server;
+    std::uint16_t expected;
+  };
+  const Case cases[] = {
+      // off: 0 whatever the server proposes (RabbitMQ then sends no heartbeats).
+      {HB::off(), 60, 0},
+      {HB::off(), 0, 0},
+      {HB::off(), 5, 0},
+      // The server's proposal, including "none".
+      {HB::server_default(), 60, 60},
+      {HB::server_default(), 0, 0},
+      {HB::server_default(), 5, 5},
+      // A value: the smaller non-zero one; a server proposing 0 gets ours.
+      {HB::seconds(30), 60, 30},
+      {HB::seconds(120), 60, 60},
+      {HB::seconds(60), 60, 60},
+      {HB::seconds(30), 0, 30},
+      {HB::seconds(1), 65535, 1},
+      // seconds(0) is no preference: the server's proposal.
+      {HB::seconds(0), 60, 60},
+      {HB::seconds(0), 0, 0},
+  };
+  amqp::ConnectionConfig client;
+  for (const auto& c : cases) {
+    INFO("setting kind " << static_cast<int>(c.setting.kind) << " interval " << c.setting.interval << ", server "
+                         << c.server);
+    CHECK(amqp::negotiate_heartbeat(c.setting, c.server) == c.expected);
+    client.heartbeat = c.setting;
+    std::error_code ec;
+    const auto t = amqp::negotiate(server_tune(2047, 131072, c.server), client, ec);
+    CHECK_FALSE(ec);
+    CHECK(t.heartbeat == c.expected);
+    CHECK(t.channel_max == 2047);  // unaffected
+    CHECK(t.frame_max == 131072);
+  }
+}
+
+TEST_CASE("handshake: tune-ok carries the negotiated values", "[amqp][connection]") {
+  using HB = amqp::HeartbeatSetting;
+  struct Case {
+    HB setting;
+    std::uint16_t server_channels, client_channels;
+    std::uint16_t server_heartbeat;
+    std::uint16_t channels, heartbeat;
+  };
+  const Case cases[] = {
+      {HB::off(), 2047, 2047, 60, 2047, 0},           {HB::server_default(), 2047, 2047, 60, 2047, 60},
+      {HB::server_default(), 2047, 2047, 0, 2047, 0}, {HB::seconds(30), 2047, 2047, 60, 2047, 30},
+      {HB::seconds(90), 2047, 2047, 60, 2047, 60},    {HB::seconds(90), 2047, 2047, 0, 2047, 90},
+      {HB::seconds(60), 0, 0, 60, 65535, 60},         {HB::seconds(60), 0, 10, 60, 10, 60},
+  };
+  for (const auto& c : cases) {
+    INFO("setting kind " << static_cast<int>(c.setting.kind) << " interval " << c.setting.interval
+                         << ", server heartbeat " << c.server_heartbeat << ", channels " << c.server_channels << "/"
+                         << c.client_channels);
+    auto make_state = [&c] {
+      auto config = test_config();
+      config.heartbeat = c.setting;
+      config.channel_max = c.client_channels;
+      return amqp::ConnectionState(config);
+    };
+    auto conv = handshake_until_tune();
+    conv.expect_read(amqp::test::method_frame(0, server_tune(c.server_channels, 131072, c.server_heartbeat)))
+        .expect_write(tune_ok_and_open(c.channels, 131072, c.heartbeat))
+        .expect_read(amqp::test::method_frame(0, amqp::ConnectionOpenOk{}));
+    auto algo = make_handshake();
+    auto st = make_state();
+    REQUIRE_FALSE(conv.run(algo, st));
+    CHECK(st.tuning == amqp::Tuning{c.channels, 131072, c.heartbeat});
+  }
+}
+
+TEST_CASE("client properties: a user capabilities table is merged with kincir's", "[amqp][connection]") {
+  auto config = test_config();
+  config.client_properties =
+      amqp::FieldTable{{"product", "orders-service"},
+                       {"capabilities", amqp::FieldTable{{"x-custom_feature", true}, {"connection.blocked", false}}},
+                       {"team", "payments"}};
+
+  auto check = [](const ByteVector& written) {
+    const amqp::ConnectionStartOk ok = decode_start_ok(written);
+    const auto& props = ok.client_properties;
+    // The user's other properties are kept, replacing kincir's of the same name.
+    REQUIRE(props.find("product") != nullptr);
+    CHECK(*props.find("product")->get_if<std::string>() == "orders-service");
+    REQUIRE(props.find("team") != nullptr);
+    CHECK(*props.find("team")->get_if<std::string>() == "payments");
+    REQUIRE(props.find("version") != nullptr);
+    REQUIRE(props.find("connection_name") != nullptr);
+    // capabilities: the user's custom entry and every one of kincir's, kincir's value winning.
+    const auto* caps_value = props.find("capabilities");
+    REQUIRE(caps_value != nullptr);
+    const auto* caps = caps_value->get_if<amqp::FieldTable>();
+    REQUIRE(caps != nullptr);
+    REQUIRE(caps->find("x-custom_feature") != nullptr);
+    CHECK(*caps->find("x-custom_feature")->get_if<bool>());
+    check_kincir_capabilities(*caps);
+    CHECK(caps->size() == amqp::client_capabilities().size() + 1);
+  };
+  amqp::test::Conversation conv;
+  conv.expect_write(protocol_header())
+      .expect_read(amqp::test::method_frame(0, server_start()))
+      .expect_write_matching(check)
+      .expect_read(amqp::test::method_frame(0, server_tune()))
+      .expect_write(tune_ok_and_open(2047, 131072, 30))
+      .expect_read(amqp::test::method_frame(0, amqp::ConnectionOpenOk{}));
+  conv.check(make_handshake, [&config] { return amqp::ConnectionState(config); });
+
+  SECTION("a capabilities entry that is not a table leaves kincir's table") {
+    config.client_properties = amqp::FieldTable{{"capabilities", "none"}};
+    const auto props = amqp::client_properties(config);
+    const auto* caps = props.find("capabilities");
+    REQUIRE(caps != nullptr);
+    REQUIRE(caps->get_if<amqp::FieldTable>() != nullptr);
+    CHECK(*caps->get_if<amqp::FieldTable>() == amqp::client_capabilities());
+  }
+  SECTION("without user capabilities, kincir's table is sent as is") {
+    config.client_properties = amqp::FieldTable{{"team", "payments"}};
+    const auto props = amqp::client_properties(config);
+    REQUIRE(props.find("capabilities") != nullptr);
+    CHECK(*props.find("capabilities")->get_if<amqp::FieldTable>() == amqp::client_capabilities());
+  }
 }
 
 TEST_CASE("handshake: header, start/start-ok, tune/tune-ok, open/open-ok", "[amqp][connection]") {
@@ -503,6 +672,123 @@ TEST_CASE("channel: client close discards everything until close-ok", "[amqp][ch
   CHECK_FALSE(actions[0].ec);
   CHECK(st.phase == amqp::ChannelPhase::closed);
   CHECK(st.out.empty());
+}
+
+TEST_CASE("channel: the server's close crossing ours is answered and the channel stays closing", "[amqp][channel]") {
+  // The sequence RabbitMQ 3.10.8 produced: we send channel.close while the broker closes the
+  // same channel for an error; it sends channel.close(404), then the close-ok for ours.
+  auto st = open_channel(5);
+  std::error_code ec;
+  amqp::close_channel(st, ec);
+  REQUIRE_FALSE(ec);
+  CHECK(take_output(st) == amqp::test::method_frame(5, server_channel_close(200, "")));
+
+  const std::string text = "NOT_FOUND - no exchange 'missing' in vhost '/'";
+  auto actions = feed(st, amqp::test::method_frame(5, server_channel_close(404, text, 60, 40)));
+  CHECK(actions.empty());  // no protocol_error, and not closed yet
+  CHECK(take_output(st) == amqp::test::method_frame(5, amqp::ChannelCloseOk{}));
+  CHECK(st.phase == amqp::ChannelPhase::closing);
+  CHECK(st.diagnostics.server_message() == text);
+
+  // Our close-ok has not arrived: the channel id is not free.
+  amqp::open_channel(st, ec);
+  CHECK(ec == errc::invalid_state);
+  amqp::send_method(st, amqp::BasicQos{}, ec);
+  CHECK(ec == errc::channel_closed);
+  CHECK(st.out.empty());
+
+  actions = feed(st, amqp::test::method_frame(5, amqp::ChannelCloseOk{}));
+  REQUIRE(actions.size() == 1);
+  CHECK(actions[0].kind == Kind::channel_closed);
+  CHECK(actions[0].ec == reply_code::not_found);
+  CHECK(st.error == reply_code::not_found);
+  CHECK(st.phase == amqp::ChannelPhase::closed);
+  CHECK(st.diagnostics.server_message() == text);
+  CHECK(st.diagnostics.class_id() == 60);
+  CHECK(st.diagnostics.method_id() == 40);
+  CHECK(st.out.empty());
+
+  // Now the id can be reused.
+  amqp::open_channel(st, ec);
+  CHECK_FALSE(ec);
+  CHECK(take_output(st) == amqp::test::method_frame(5, amqp::ChannelOpen{}));
+  CHECK(st.diagnostics.server_message().empty());
+}
+
+TEST_CASE("channel: what may arrive while closing", "[amqp][channel]") {
+  auto st = open_channel(1);
+  std::error_code ec;
+  amqp::send_method(st, amqp::ConfirmSelect{}, ec);
+  feed(st, amqp::test::method_frame(1, amqp::ConfirmSelectOk{}));
+  for (int i = 0; i < 3; ++i) amqp::publish(st, amqp::BasicPublish{}, {}, {}, ec);
+  amqp::send_method(st, amqp::QueueDeclare{}, ec);
+  REQUIRE(st.pending.size() == 1);
+  amqp::close_channel(st, ec);
+  REQUIRE_FALSE(ec);
+  take_output(st);
+  amqp::BasicDeliver deliver;
+  deliver.delivery_tag = 4;
+  amqp::BasicAck ack;
+  ack.delivery_tag = 1;
+
+  SECTION("only our close-ok: a clean close") {
+    auto actions = feed(st, amqp::test::method_frame(1, amqp::ChannelCloseOk{}));
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0].kind == Kind::channel_closed);
+    CHECK_FALSE(actions[0].ec);
+    CHECK(st.diagnostics.server_message().empty());
+    CHECK(st.settled == std::vector<amqp::TagRange>{{1, 3}});
+    CHECK(st.out.empty());
+    // A close after the close handshake completed is on a closed channel.
+    actions = feed(st, amqp::test::method_frame(1, server_channel_close(404, "NOT_FOUND")));
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0].kind == Kind::protocol_error);
+  }
+  SECTION("frames before and after the server's close are discarded; confirms fail at our close-ok") {
+    CHECK(feed(st, amqp::test::concat({amqp::test::method_frame(1, ack), amqp::test::method_frame(1, deliver),
+                                       amqp::test::header_frame(1, 1), amqp::test::body_frame(1, "x")}))
+              .empty());
+    CHECK(feed(st, amqp::test::method_frame(
+                       1, server_channel_close(406, "PRECONDITION_FAILED - unknown delivery tag 9", 60, 80)))
+              .empty());
+    CHECK(take_output(st) == amqp::test::method_frame(1, amqp::ChannelCloseOk{}));
+    CHECK(st.settled.empty());
+    CHECK(st.confirms.outstanding() == 3);  // the ack above was discarded
+    CHECK(st.pending.size() == 1);
+    CHECK(feed(st, amqp::test::method_frame(1, amqp::QueueDeclareOk{})).empty());
+    auto actions = feed(st, amqp::test::method_frame(1, amqp::ChannelCloseOk{}));
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0].kind == Kind::channel_closed);
+    CHECK(actions[0].ec == reply_code::precondition_failed);
+    CHECK(st.settled == std::vector<amqp::TagRange>{{1, 3}});
+    CHECK(st.pending.empty());
+    CHECK(st.diagnostics.server_message() == "PRECONDITION_FAILED - unknown delivery tag 9");
+  }
+  SECTION("the server closing with 200 while we close: a clean close") {
+    CHECK(feed(st, amqp::test::method_frame(1, server_channel_close(200, "Goodbye"))).empty());
+    CHECK(take_output(st) == amqp::test::method_frame(1, amqp::ChannelCloseOk{}));
+    auto actions = feed(st, amqp::test::method_frame(1, amqp::ChannelCloseOk{}));
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0].kind == Kind::channel_closed);
+    CHECK_FALSE(actions[0].ec);
+  }
+  SECTION("a second close from the server is a protocol error") {
+    CHECK(feed(st, amqp::test::method_frame(1, server_channel_close(404, "NOT_FOUND"))).empty());
+    auto actions = feed(st, amqp::test::method_frame(1, server_channel_close(404, "NOT_FOUND")));
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0].kind == Kind::protocol_error);
+    CHECK(actions[0].ec == errc::unexpected_frame);
+  }
+  SECTION("the connection fails before our close-ok") {
+    CHECK(feed(st, amqp::test::method_frame(1, server_channel_close(404, "NOT_FOUND"))).empty());
+    auto action = amqp::resume(st, Event::failed(amqp::test::network_error()));
+    CHECK(action.kind == Kind::channel_closed);
+    CHECK(action.ec == amqp::test::network_error());
+    CHECK(st.settled == std::vector<amqp::TagRange>{{1, 3}});
+    CHECK(st.phase == amqp::ChannelPhase::closed);
+    amqp::open_channel(st, ec);
+    CHECK_FALSE(ec);
+  }
 }
 
 TEST_CASE("publisher confirms: tags, multiple, out of order, nacks", "[amqp][publish]") {

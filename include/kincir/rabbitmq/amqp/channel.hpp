@@ -41,7 +41,11 @@ enum class ChannelPhase : std::uint8_t {
   /// channel.open sent, open-ok not yet received.
   opening,
   open,
-  /// channel.close sent: everything but close-ok and close is discarded.
+  /// channel.close sent: everything but close-ok and close is discarded. The server's own
+  /// close crossing ours is answered with close-ok and remembered; the channel stays `closing`
+  /// until the close-ok for ours arrives. The id is not free before then: `open_channel`
+  /// refuses a closing channel, and a driver that allocates ids frees one only when its phase
+  /// is `closed` (after the `channel_closed` action).
   closing,
 };
 
@@ -71,10 +75,12 @@ struct ChannelState {
   ReturnedMessage returned;
   /// The consumer of the latest `consumer_cancelled` action.
   std::string cancelled_consumer;
-  /// The server's text when it closed the channel.
+  /// The server's text when it closed the channel (also when its close crossed ours).
   Diagnostics diagnostics;
-  /// Why the channel closed.
+  /// Why the channel closed. While `closing`, the reply code of a crossing server close.
   std::error_code error;
+  /// While `closing`: the server's own channel.close arrived (and was answered with close-ok).
+  bool server_close_received = false;
   ContentLimits limits;
 
   // Content reassembly.
@@ -98,6 +104,7 @@ inline std::error_code not_open(const ChannelState& st) noexcept {
 inline Action close_channel_state(ChannelState& st, std::error_code ec) {
   st.phase = ChannelPhase::closed;
   st.error = ec ? ec : std::error_code(errc::channel_closed);
+  st.server_close_received = false;
   st.pending.clear();
   st.confirms.fail_all(st.settled);
   st.confirm_mode = false;
@@ -113,7 +120,9 @@ inline Action channel_protocol_error(ChannelState& st, std::error_code ec) {
 
 }  // namespace detail
 
-/// Sends channel.open. Error: `errc::invalid_state` unless the channel is closed.
+/// Sends channel.open. Error: `errc::invalid_state` unless the channel is closed; in
+/// particular a channel still `closing` (waiting for the close-ok of its channel.close) cannot
+/// be reopened.
 KINCIR_DECL void open_channel(ChannelState& st, std::error_code& ec) {
   if (st.phase != ChannelPhase::closed) {
     ec = errc::invalid_state;
@@ -123,6 +132,7 @@ KINCIR_DECL void open_channel(ChannelState& st, std::error_code& ec) {
   if (ec) return;
   st.phase = ChannelPhase::opening;
   st.error.clear();
+  st.server_close_received = false;
   st.diagnostics.clear();
   st.confirms.reset();
   st.pending.push_back(MethodId::channel_open);
@@ -193,7 +203,10 @@ KINCIR_DECL void reject(ChannelState& st, std::uint64_t tag, bool requeue, std::
 }
 
 /// Sends channel.close; the channel then discards everything until close-ok, which reports
-/// `channel_closed` with no error. Error: `errc::channel_closed` if not open or opening.
+/// `channel_closed`: with no error, or with the reply code of the server's own channel.close if
+/// one crossed ours (it is answered with close-ok at once, its text goes to `diagnostics`, and
+/// the channel stays `closing` until our close-ok). Error: `errc::channel_closed` if not open
+/// or opening.
 KINCIR_DECL void close_channel(ChannelState& st, std::error_code& ec, std::uint16_t code = 200,
                                std::string_view text = "", std::uint16_t class_id = 0, std::uint16_t method_id = 0) {
   if (st.phase != ChannelPhase::open && st.phase != ChannelPhase::opening) {
@@ -246,16 +259,24 @@ KINCIR_DECL Action on_channel_content(ChannelState& st, const Event& ev) {
   }
 }
 
-/// Methods while closing: close-ok ends the close, the server's crossing close is answered,
-/// content methods have their frames discarded, the rest is dropped.
+/// Methods while closing (spec: after sending close, discard everything but close and
+/// close-ok; answer a close with close-ok). Close-ok ends the close and reports the crossing
+/// close's code if there was one. The server's crossing close is answered with close-ok and
+/// remembered, but the channel stays `closing`: the close-ok for ours is still to come, and the
+/// id must not be reused before it. A second close is a protocol error. Content methods have
+/// their frames discarded; the rest is dropped.
 KINCIR_DECL Action on_closing_method(ChannelState& st, Method& m) {
   using Content = ChannelState::Content;
-  if (std::holds_alternative<ChannelCloseOk>(m)) return close_channel_state(st, {});
+  if (std::holds_alternative<ChannelCloseOk>(m))
+    return close_channel_state(st, st.server_close_received ? st.error : std::error_code());
   if (auto* close = std::get_if<ChannelClose>(&m)) {
+    if (st.server_close_received) return channel_protocol_error(st, errc::unexpected_frame);
+    st.server_close_received = true;
     st.diagnostics.assign(close->reply_text, close->class_id, close->method_id);
+    st.error = reply_error(close->reply_code);
     std::error_code ec;
     encode_method_frame(st.out.bytes(), st.id, ChannelCloseOk{}, ec);
-    return close_channel_state(st, reply_error(close->reply_code));
+    return Action::none();
   }
   if (std::holds_alternative<BasicDeliver>(m) || std::holds_alternative<BasicReturn>(m) ||
       std::holds_alternative<BasicGetOk>(m)) {
@@ -365,8 +386,10 @@ KINCIR_DECL Action on_channel_method(ChannelState& st, const Event& ev) {
 /// - `confirm`: `st.settled` holds the tags acked (`ec` empty) or nacked (`message_nacked`);
 /// - `consumer_cancelled`: the server cancelled `st.cancelled_consumer` (cancel-ok queued);
 /// - `channel_closed`: by the server (`ec` is its reply code, close-ok queued, text in
-///   `st.diagnostics`) or after our close (`ec` empty); pending calls are dropped and every
-///   outstanding confirm is in `st.settled`;
+///   `st.diagnostics`) or at the close-ok for our close (`ec` empty, or the reply code of a
+///   server close that crossed ours); pending calls are dropped and every outstanding confirm
+///   is in `st.settled`. A server close crossing ours gives `none` (close-ok queued): the
+///   channel stays `closing` until our close-ok;
 /// - `protocol_error`: a connection-level error; close the connection with `reply_code_for`;
 /// - `none`: a frame of a message still being reassembled, or nothing to report.
 KINCIR_DECL Action resume(ChannelState& st, const Event& ev) {

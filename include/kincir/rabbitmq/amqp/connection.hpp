@@ -25,6 +25,28 @@
 
 namespace kincir::rabbitmq::amqp {
 
+/// What the client asks for as its heartbeat interval in connection.tune-ok.
+///
+/// - `off()`: tune-ok carries 0 and RabbitMQ disables heartbeats on the connection, whatever it
+///   proposed;
+/// - `server_default()`: tune-ok carries the server's proposal (RabbitMQ's default is 60 s);
+/// - `seconds(n)`: the smaller non-zero value of `n` and the server's proposal, as RabbitMQ's
+///   own clients negotiate; a server proposing 0 gets `n`. `seconds(0)` expresses no
+///   preference of its own, so it behaves like `server_default()`.
+struct HeartbeatSetting {
+  enum class Kind : std::uint8_t { off, server_default, seconds };
+
+  Kind kind = Kind::seconds;
+  /// The interval for `Kind::seconds`; ignored otherwise.
+  std::uint16_t interval = 60;
+
+  [[nodiscard]] static constexpr HeartbeatSetting off() noexcept { return {Kind::off, 0}; }
+  [[nodiscard]] static constexpr HeartbeatSetting server_default() noexcept { return {Kind::server_default, 0}; }
+  [[nodiscard]] static constexpr HeartbeatSetting seconds(std::uint16_t n) noexcept { return {Kind::seconds, n}; }
+
+  friend bool operator==(const HeartbeatSetting&, const HeartbeatSetting&) = default;
+};
+
 /// What the client asks for when it connects.
 struct ConnectionConfig {
   std::string username = "guest";
@@ -37,15 +59,21 @@ struct ConnectionConfig {
   std::uint16_t channel_max = 2047;
   /// Largest frame the client accepts (0: no limit of its own; at least 4096 otherwise).
   std::uint32_t frame_max = kDefaultFrameMax;
-  /// Heartbeat interval in seconds the client wants (0: none of its own).
-  std::uint16_t heartbeat = 60;
-  /// Extra client properties, added to (or replacing) kincir's own.
+  /// The heartbeat interval to ask for. The default, 60 s, is what RabbitMQ's Java and .NET
+  /// clients request; against RabbitMQ's default proposal (60 s) it gives 60 s.
+  HeartbeatSetting heartbeat = HeartbeatSetting::seconds(60);
+  /// Extra client properties. Each entry is added to kincir's own (`product`, `version`,
+  /// `platform`, `connection_name`) or replaces it, except `capabilities`: a table given there
+  /// is merged with kincir's capabilities (see `client_properties`).
   FieldTable client_properties;
 };
 
-/// The negotiated connection parameters.
+/// The largest channel id: the negotiated `channel_max` when neither side sets a limit.
+inline constexpr std::uint16_t kMaxChannelId = 65535;
+
+/// The negotiated connection parameters, as sent in tune-ok.
 struct Tuning {
-  /// Highest usable channel id; 0 means no limit (65535).
+  /// Highest usable channel id (65535 when neither side has a limit).
   std::uint16_t channel_max = 0;
   /// Largest frame, header and frame-end included; 0 means no limit.
   std::uint32_t frame_max = kFrameMinSize;
@@ -63,14 +91,29 @@ constexpr T smaller_nonzero(T a, T b) noexcept {
 }
 }  // namespace detail
 
-/// Negotiates each value as the smaller non-zero value of the two sides (0 means "no limit" or
-/// "no preference"; if both are 0 the result is 0). A `frame_max` below 4096 is
-/// `errc::frame_max_too_small`.
+/// The heartbeat interval sent in tune-ok for the server's proposal `server` (seconds; 0: the
+/// server proposes none). See `HeartbeatSetting`.
+KINCIR_DECL std::uint16_t negotiate_heartbeat(HeartbeatSetting setting, std::uint16_t server) noexcept {
+  switch (setting.kind) {
+    case HeartbeatSetting::Kind::off: return 0;
+    case HeartbeatSetting::Kind::server_default: return server;
+    case HeartbeatSetting::Kind::seconds: return detail::smaller_nonzero(setting.interval, server);
+  }
+  return server;
+}
+
+/// Negotiates the tune-ok values from the server's connection.tune:
+/// - `channel_max` and `frame_max`: the smaller non-zero value of the two sides (0 means "no
+///   limit"); when both are 0, `channel_max` is 65535 (the largest channel id) and `frame_max`
+///   stays 0 (no limit);
+/// - `heartbeat`: see `negotiate_heartbeat`.
+/// A `frame_max` below 4096 is `errc::frame_max_too_small`.
 KINCIR_DECL Tuning negotiate(const ConnectionTune& server, const ConnectionConfig& client, std::error_code& ec) {
   Tuning t;
   t.channel_max = detail::smaller_nonzero(server.channel_max, client.channel_max);
+  if (t.channel_max == 0) t.channel_max = kMaxChannelId;
   t.frame_max = detail::smaller_nonzero(server.frame_max, client.frame_max);
-  t.heartbeat = detail::smaller_nonzero(server.heartbeat, client.heartbeat);
+  t.heartbeat = negotiate_heartbeat(client.heartbeat, server.heartbeat);
   ec.clear();
   if (t.frame_max != 0 && t.frame_max < kFrameMinSize) ec = errc::frame_max_too_small;
   return t;
@@ -86,14 +129,30 @@ KINCIR_DECL FieldTable client_capabilities() {
                     {"per_consumer_qos", true}};
 }
 
-/// The client-properties table sent in connection.start-ok.
+/// The client-properties table sent in connection.start-ok: kincir's `product`, `version`,
+/// `platform`, `connection_name` (when set) and `capabilities`, then `config.client_properties`.
+/// A user entry replaces kincir's entry of the same name, except `capabilities`, which is
+/// merged: a user table keeps its own entries and gets kincir's capabilities added, kincir's
+/// value winning for the names it sets (RabbitMQ only sends connection.blocked and consumer
+/// cancel notifications to clients that announce them, and the channel machine relies on
+/// them). A `capabilities` entry that is not a table is ignored: kincir's table is sent.
 KINCIR_DECL FieldTable client_properties(const ConnectionConfig& config) {
   FieldTable props{{"product", "kincir"},
                    {"version", KINCIR_VERSION_STRING},
                    {"platform", "C++20"},
                    {"capabilities", client_capabilities()}};
   if (!config.connection_name.empty()) props.set("connection_name", std::string_view(config.connection_name));
-  for (const auto& entry : config.client_properties) props.set(entry.name, entry.value);
+  for (const auto& entry : config.client_properties) {
+    if (entry.name != "capabilities") {
+      props.set(entry.name, entry.value);
+      continue;
+    }
+    const auto* user = entry.value.get_if<FieldTable>();
+    if (user == nullptr) continue;
+    FieldTable merged = *user;
+    for (const auto& capability : client_capabilities()) merged.set(capability.name, capability.value);
+    props.set("capabilities", std::move(merged));
+  }
   return props;
 }
 
