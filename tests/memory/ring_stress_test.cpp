@@ -23,6 +23,9 @@ using kincir::memory::ProducerMode;
 using kincir::memory::PublishStatus;
 using kincir::memory::RingOptions;
 using kincir::memory::WaitStatus;
+using kincir::test::AllocStats;
+using kincir::test::CountingAllocator;
+using kincir::test::Stalling;
 using kincir::test::Tracked;
 
 namespace {
@@ -231,11 +234,19 @@ TEST_CASE("Stress: producers x cursors x a group, every policy", "[ring][concurr
   const std::uint64_t total = kincir::test::kStressElements;
   // P, C, G, policy, mode, capacity, block size
   const Scenario scenarios[] = {
-      {1, 1, 0, FP::block, PM::single, 1024, 64},  {1, 3, 2, FP::block, PM::single, 4096, 256},
-      {2, 2, 2, FP::block, PM::multi, 1024, 64},   {3, 1, 3, FP::block, PM::multi, 256, 16},
-      {4, 0, 2, FP::block, PM::multi, 512, 64},    {2, 2, 1, FP::fail, PM::multi, 256, 32},
-      {1, 2, 2, FP::fail, PM::single, 128, 16},    {2, 2, 2, FP::overtake, PM::multi, 256, 32},
+      {1, 1, 0, FP::block, PM::single, 1024, 64},
+      {1, 3, 2, FP::block, PM::single, 4096, 256},
+      {2, 2, 2, FP::block, PM::multi, 1024, 64},
+      {3, 1, 3, FP::block, PM::multi, 256, 16},
+      {4, 0, 2, FP::block, PM::multi, 512, 64},
+      {2, 2, 1, FP::fail, PM::multi, 256, 32},
+      {1, 2, 2, FP::fail, PM::single, 128, 16},
+      {2, 2, 2, FP::overtake, PM::multi, 256, 32},
       {1, 2, 1, FP::overtake, PM::single, 64, 16},
+      // Small blocks and a large capacity: the block table grows and shrinks while readers read.
+      {2, 2, 2, FP::block, PM::multi, 4096, 4},
+      {1, 2, 1, FP::block, PM::single, 4096, 4},
+      {2, 1, 1, FP::overtake, PM::multi, 2048, 4},
   };
   for (const Scenario& s : scenarios) {
     SECTION(describe(s)) { run<std::uint64_t>(s, total); }
@@ -248,10 +259,9 @@ TEST_CASE("Stress with counted elements: lifetime under fan-out, groups and over
   using PM = ProducerMode;
   const std::uint64_t total = kincir::test::kStressElements / 4;
   const Scenario scenarios[] = {
-      {2, 2, 2, FP::block, PM::multi, 512, 64},
-      {1, 2, 2, FP::overtake, PM::single, 64, 16},
-      {2, 1, 2, FP::overtake, PM::multi, 128, 32},
-      {2, 1, 1, FP::fail, PM::multi, 128, 16},
+      {2, 2, 2, FP::block, PM::multi, 512, 64},    {1, 2, 2, FP::overtake, PM::single, 64, 16},
+      {2, 1, 2, FP::overtake, PM::multi, 128, 32}, {2, 1, 1, FP::fail, PM::multi, 128, 16},
+      {2, 2, 1, FP::block, PM::multi, 4096, 4},    {1, 1, 2, FP::overtake, PM::single, 2048, 4},
   };
   for (const Scenario& s : scenarios) {
     SECTION(describe(s)) {
@@ -343,6 +353,153 @@ TEST_CASE("Stress: cursors join and leave while producers publish", "[ring][conc
     }
     CHECK(ring.cursor_count() == 1);
   }
+  CHECK(Tracked::live == 0);
+  CHECK(Tracked::errors == 0);
+}
+
+TEST_CASE("Departed cursors: leaving while a batch is written costs a small record until it is published",
+          "[ring][concurrency]") {
+  const auto mode = GENERATE(ProducerMode::multi, ProducerMode::single);
+  using Alloc = CountingAllocator<Stalling>;
+  using Ring = BroadcastRing<Stalling, Alloc>;
+  AllocStats stats;
+  {
+    RingOptions options;
+    options.capacity = 1024;
+    options.block_size = 64;
+    options.producer_mode = mode;
+    Ring ring(options, Alloc(&stats));
+    auto anchor = ring.add_cursor();
+    std::vector<Stalling> batch;
+    Stalling out;
+    for (std::uint64_t i = 0; i < 100; ++i) {  // blocks allocated and recycled
+      batch.clear();
+      for (std::uint64_t k = 0; k < 30; ++k) batch.emplace_back(k);
+      REQUIRE(ring.publish(batch.begin(), batch.end()) == PublishStatus::ok);
+      while (anchor.try_read(out)) {
+      }
+    }
+    { auto c = ring.add_cursor(); }
+    const std::size_t before = stats.live_bytes;
+
+    // A producer stops in the middle of a batch; 2000 cursors come and go meanwhile. Each of them
+    // may have been counted for that batch (its producer may read the membership at any moment),
+    // so each leaves a record behind, not a registry entry.
+    batch.clear();
+    for (std::uint64_t k = 0; k < 8; ++k) batch.emplace_back(1000 + k);
+    Stalling::arm();
+    PublishStatus status = PublishStatus::closed;
+    std::thread producer([&] { status = ring.publish(batch.begin(), batch.end()); });
+    while (!Stalling::paused.load()) std::this_thread::yield();
+    constexpr std::size_t kRounds = 2000;
+    for (std::size_t i = 0; i < kRounds; ++i) {
+      auto c = ring.add_cursor();
+      CHECK_FALSE(c.try_read(out));
+    }
+    CHECK(ring.departed_cursors() == kRounds);
+    CHECK(ring.cursor_count() == 1);
+    const std::size_t during = stats.live_bytes;
+    CHECK(during - before <= kRounds * sizeof(kincir::memory::detail::DepartedCursor));
+
+    // The producer releases them when it has published the batch: no further join is needed.
+    Stalling::resume();
+    producer.join();
+    CHECK(status == PublishStatus::ok);
+    CHECK(ring.departed_cursors() == 0);
+    std::vector<std::uint64_t> got;
+    while (anchor.try_read(out)) got.push_back(out.value);
+    CHECK(got.size() == 8);
+    CHECK(stats.live_bytes <= before + 64 * (16 + sizeof(Stalling)) + 64);  // at most one more block
+  }
+  CHECK(stats.live_bytes == 0);
+  CHECK(Stalling::live == 0);
+}
+
+TEST_CASE("Stress: cursor churn while producers publish leaves no registry memory behind",
+          "[ring][concurrency][stress]") {
+  const auto mode = GENERATE(ProducerMode::multi, ProducerMode::single);
+  using Alloc = CountingAllocator<Tracked>;
+  using Ring = BroadcastRing<Tracked, Alloc>;
+  Tracked::reset_counts();
+  AllocStats stats;
+  {
+    RingOptions options;
+    options.capacity = 4096;
+    options.block_size = 64;
+    options.producer_mode = mode;
+    Ring ring(options, Alloc(&stats));
+    auto anchor = ring.add_cursor();
+    Tracked t;
+    auto settle = [&] {  // one more cursor in and out, then the anchor reads everything
+      { auto c = ring.add_cursor(); }
+      while (anchor.try_read(t)) {
+      }
+    };
+    {
+      std::vector<Tracked> warm;
+      for (std::uint64_t k = 0; k < 3 * 64; ++k) warm.emplace_back(k);
+      REQUIRE(ring.publish(warm.begin(), warm.end()) == PublishStatus::ok);
+      settle();
+    }
+    const std::size_t before = stats.live_bytes;
+
+    const int producers = mode == ProducerMode::single ? 1 : 2;
+    const std::uint64_t per_producer = kincir::test::kStressElements / 4 / static_cast<std::uint64_t>(producers);
+    std::atomic<int> running{producers};
+    std::atomic<std::uint64_t> churned{0};
+    std::atomic<bool> ordered{true};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+      threads.emplace_back([&, p] {
+        std::vector<Tracked> batch;
+        const std::uint64_t base = static_cast<std::uint64_t>(p) << kProducerShift;
+        for (std::uint64_t i = 0; i < per_producer;) {
+          const std::uint64_t n = std::min<std::uint64_t>(i % 5 == 0 ? 64 : 1, per_producer - i);
+          batch.clear();
+          for (std::uint64_t k = 0; k < n; ++k) batch.emplace_back(base | (i + k));
+          (void)ring.publish(batch.begin(), batch.end());
+          i += n;
+        }
+        running.fetch_sub(1);
+      });
+    }
+    threads.emplace_back([&] {  // the long-lived subscriber
+      Tracked x;
+      Seen seen(producers, false);
+      while (running.load() != 0) {
+        if (anchor.try_read(x)) {
+          seen.add(x.value, false);
+        } else {
+          std::this_thread::yield();
+        }
+      }
+      if (!seen.ordered || !seen.gapless) ordered = false;
+    });
+    threads.emplace_back([&] {  // subscribers that come, look and go
+      Tracked x;
+      while (running.load() != 0) {
+        if (churned.load() % 3 == 0) {
+          auto g = ring.add_group_cursor();
+          (void)g.try_read(x);
+        } else {
+          auto c = ring.add_cursor();
+          (void)c.try_read(x);
+        }
+        churned.fetch_add(1);
+      }
+    });
+    for (auto& th : threads) th.join();
+    settle();
+    CHECK(ordered);
+    CHECK(churned.load() > 0);
+    CHECK(ring.cursor_count() == 1);
+    CHECK(ring.departed_cursors() == 0);
+    CHECK(Tracked::live == 1);  // t
+    // Registry and table as before; the blocks: the one being written and the kept spares.
+    CHECK(ring.table_size() <= 64);  // the small table again
+    CHECK(stats.live_bytes <= before + 3 * (64 * (16 + sizeof(Tracked)) + 64));
+  }
+  CHECK(stats.live_bytes == 0);
   CHECK(Tracked::live == 0);
   CHECK(Tracked::errors == 0);
 }

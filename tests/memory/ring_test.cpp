@@ -95,6 +95,10 @@ TEST_CASE("Options are validated and the capacity rounded up", "[ring]") {
   o.capacity = 1000;
   o.block_size = 8;
   CHECK_FALSE(rejected(o));
+  o.capacity = Ring::kMaxCapacity;
+  CHECK_FALSE(rejected(o));
+  o.capacity = Ring::kMaxCapacity + 1;
+  CHECK(rejected(o));
 
   o.capacity = 0;
   CHECK_THROWS_AS(Ring(o), kincir::Error);
@@ -109,6 +113,7 @@ TEST_CASE("Options are validated and the capacity rounded up", "[ring]") {
   CHECK(ring.capacity() == 1024);
   CHECK(ring.block_size() == 8);
   CHECK(ring.allocated_blocks() == 0);  // nothing before the first publish
+  CHECK(ring.table_size() == 64);       // a small table (1 KiB), whatever the capacity
 }
 
 TEST_CASE("Every cursor sees every element published after it joined, in order", "[ring]") {
@@ -403,6 +408,64 @@ TEST_CASE("clear() makes every cursor skip what was published before it", "[ring
   CHECK(Tracked::live == 0);
 }
 
+namespace {
+
+/// Heap a ring takes through its allocator with one cursor, before and after one element is
+/// published (which allocates the one block it lives in).
+struct IdleCost {
+  std::size_t with_cursor = 0;
+  std::size_t first_block = 0;
+  std::size_t table_entries = 0;
+};
+
+template <class T>
+IdleCost idle_cost(std::size_t capacity, T element) {
+  using Alloc = kincir::test::CountingAllocator<T>;
+  kincir::test::AllocStats stats;
+  IdleCost cost;
+  {
+    RingOptions o;
+    o.capacity = capacity;
+    o.block_size = 256;  // what the broker uses
+    BroadcastRing<T, Alloc> ring(o, Alloc(&stats));
+    auto c = ring.add_cursor();
+    cost.with_cursor = stats.live_bytes;
+    REQUIRE(ring.publish(std::move(element)) == PublishStatus::ok);
+    CHECK(ring.allocated_blocks() == 1);
+    cost.first_block = stats.live_bytes - cost.with_cursor;
+    cost.table_entries = ring.table_size();
+    T out{};
+    CHECK(c.try_read(out));
+  }
+  CHECK(stats.live_bytes == 0);
+  return cost;
+}
+
+}  // namespace
+
+TEST_CASE("Memory on demand: an idle ring costs a few kilobytes whatever its capacity", "[ring]") {
+  // The ring object itself, the block table and the registry (one chunk of entries, plus the
+  // record a counted cursor keeps for leaving): at most 8 KiB, the same for every capacity.
+  constexpr std::size_t kBudget = 8 * 1024;
+  const std::size_t capacity = GENERATE(std::size_t{1} << 16, std::size_t{1} << 20, std::size_t{1} << 32,
+                                        std::size_t{1} << 40, BroadcastRing<std::uint64_t>::kMaxCapacity);
+  CAPTURE(capacity);
+
+  const IdleCost small = idle_cost<std::uint64_t>(capacity, 7);
+  CHECK(small.with_cursor + sizeof(BroadcastRing<std::uint64_t>) <= kBudget);
+  CHECK(small.first_block <= 256 * 16 + 64);  // the element's block: {seq, element} slots
+  CHECK(small.table_entries == 64);
+
+  const IdleCost message = idle_cost<kincir::Message>(capacity, kincir::Message(std::string(24, 'x')));
+  CHECK(message.with_cursor + sizeof(BroadcastRing<kincir::Message>) <= kBudget);
+  CHECK(message.first_block <= 256 * (16 + sizeof(kincir::Message)) + 64);
+  CHECK(message.table_entries == 64);
+
+  // Exactly what a ring of 65536 elements costs.
+  CHECK(small.with_cursor == idle_cost<std::uint64_t>(1 << 16, 7).with_cursor);
+  CHECK(message.with_cursor == idle_cost<kincir::Message>(1 << 16, kincir::Message()).with_cursor);
+}
+
 TEST_CASE("Memory on demand: a burst costs about a slot per element and is given back", "[ring]") {
   using Alloc = kincir::test::CountingAllocator<std::uint64_t>;
   kincir::test::AllocStats stats;
@@ -413,8 +476,8 @@ TEST_CASE("Memory on demand: a burst costs about a slot per element and is given
     BroadcastRing<std::uint64_t, Alloc> ring(o, Alloc(&stats));
     auto c = ring.add_cursor();
     const std::size_t idle_bytes = stats.live_bytes;
-    // Block table (capacity / block_size + 1 entries of 24 bytes) and one registry chunk.
-    CHECK(idle_bytes < std::size_t{128} * 1024);
+    // A small block table and one registry chunk.
+    CHECK(idle_bytes < std::size_t{8} * 1024);
 
     const std::uint64_t total = 1'000'000;
     std::vector<std::uint64_t> batch(1000);
@@ -425,6 +488,7 @@ TEST_CASE("Memory on demand: a burst costs about a slot per element and is given
     const std::size_t backlog_blocks = ring.allocated_blocks();
     CHECK(backlog_blocks >= total / 256);
     CHECK(backlog_blocks <= total / 256 + 2);
+    CHECK(ring.table_size() >= total / 256);  // the table grew with the backlog
     const std::size_t slot_bytes = (stats.live_bytes - idle_bytes) / total;
     CHECK(slot_bytes <= 2 * sizeof(std::uint64_t) + 1);  // a sequence and the element
 
@@ -440,9 +504,48 @@ TEST_CASE("Memory on demand: a burst costs about a slot per element and is given
     }
     CHECK(in_order);
     CHECK(ring.allocated_blocks() <= 3);  // the block being written plus kept spares
+    CHECK(ring.table_size() == 64);       // and the table is small again
     CHECK(stats.live_bytes <= idle_bytes + std::size_t{3} * (256 * 16 + 64));
   }
   CHECK(stats.live_bytes == 0);
+}
+
+TEST_CASE("The registry gives its memory back when cursors leave", "[ring]") {
+  using Alloc = kincir::test::CountingAllocator<Tracked>;
+  kincir::test::AllocStats stats;
+  {
+    BroadcastRing<Tracked, Alloc> ring(small(), Alloc(&stats));
+    auto first = ring.add_cursor();
+    const std::size_t one_cursor = stats.live_bytes;
+    {
+      std::vector<BroadcastRing<Tracked, Alloc>::Cursor> many;
+      std::vector<BroadcastRing<Tracked, Alloc>::GroupCursor> groups;
+      for (int i = 0; i < 100; ++i) many.push_back(ring.add_cursor());
+      for (int i = 0; i < 20; ++i) groups.push_back(ring.add_group_cursor());
+      CHECK(stats.live_bytes > one_cursor + 100 * sizeof(kincir::memory::detail::CursorState));
+      auto batch = tracked(0, 10);
+      REQUIRE(ring.publish(batch.begin(), batch.end()) == PublishStatus::ok);
+      std::vector<Tracked> out;
+      CHECK(many.front().read_batch(std::back_inserter(out), 5) == 5);
+    }
+    CHECK(ring.cursor_count() == 1);
+    CHECK(ring.departed_cursors() == 0);
+    // Back to the first chunk (with the records its entries keep for leaving) and the blocks that
+    // still hold the first cursor's elements.
+    CHECK(stats.live_bytes <=
+          one_cursor + (kincir::memory::detail::kCursorsPerChunk - 1) * sizeof(kincir::memory::detail::DepartedCursor) +
+              ring.allocated_blocks() * (4 * 32 + 64));
+    CHECK(drain_tracked(first) == iota(0, 10));
+    // A cursor that joins afterwards reuses the first chunk.
+    const std::size_t now = stats.live_bytes;
+    for (int i = 0; i < 1000; ++i) {
+      auto c = ring.add_cursor();
+      auto g = ring.add_group_cursor();
+    }
+    CHECK(stats.live_bytes == now);
+  }
+  CHECK(stats.live_bytes == 0);
+  CHECK(Tracked::live == 0);
 }
 
 TEST_CASE("Steady traffic allocates nothing", "[ring]") {

@@ -1,5 +1,6 @@
-// Helpers shared by the ring tests: an element type that tracks its lifetime, a counting
-// allocator, and the element-count scale for sanitizer builds.
+// Helpers shared by the ring tests: an element type that tracks its lifetime, one that stalls a
+// producer in the middle of a publish, a counting allocator, and the element-count scale for
+// sanitizer builds.
 #pragma once
 
 #include <kincir/memory/ring.hpp>
@@ -8,6 +9,7 @@
 #include <cstddef>  // std::size_t
 #include <cstdint>  // std::uint64_t
 #include <memory>   // std::allocator
+#include <thread>   // std::this_thread::yield (a stalled element)
 
 namespace kincir::test {
 
@@ -77,6 +79,39 @@ struct Tracked {
     copies.store(0);
     errors.store(0);
   }
+};
+
+/// An element whose move construction can be made to stop in the middle of a publish (as a
+/// producer that is preempted there would): `arm()` makes the next one wait until `resume()`.
+struct Stalling {
+  static inline std::atomic<long> live{0};
+  static inline std::atomic<bool> armed{false};
+  static inline std::atomic<bool> holding{false};
+  static inline std::atomic<bool> paused{false};
+
+  std::uint64_t value = 0;
+
+  Stalling() noexcept { live.fetch_add(1, std::memory_order_relaxed); }
+  explicit Stalling(std::uint64_t v) noexcept : value(v) { live.fetch_add(1, std::memory_order_relaxed); }
+  Stalling(const Stalling& other) noexcept : value(other.value) { live.fetch_add(1, std::memory_order_relaxed); }
+  Stalling(Stalling&& other) noexcept : value(other.value) {
+    live.fetch_add(1, std::memory_order_relaxed);
+    if (armed.exchange(false)) {
+      paused.store(true);
+      while (holding.load()) std::this_thread::yield();
+      paused.store(false);
+    }
+  }
+  Stalling& operator=(const Stalling&) noexcept = default;
+  Stalling& operator=(Stalling&&) noexcept = default;
+  ~Stalling() { live.fetch_sub(1, std::memory_order_relaxed); }
+
+  /// The next move construction waits until `resume()`.
+  static void arm() noexcept {
+    holding.store(true);
+    armed.store(true);
+  }
+  static void resume() noexcept { holding.store(false); }
 };
 
 /// Bytes and blocks handed out through one `CountingAllocator` family.

@@ -50,8 +50,9 @@ struct WaitStrategy {
 
 /// Construction options of a `BroadcastRing`.
 struct RingOptions {
-  std::size_t capacity = std::size_t{1} << 16;  ///< Max backlog in elements; rounded up to a power of two.
-  std::size_t block_size = 256;                 ///< Slots per block; a power of two, at most `capacity`.
+  /// Max backlog in elements; rounded up to a power of two. Memory follows the backlog, not this.
+  std::size_t capacity = std::size_t{1} << 16;
+  std::size_t block_size = 256;  ///< Slots per block; a power of two, at most `capacity`.
   FullPolicy full_policy = FullPolicy::block;
   ProducerMode producer_mode = ProducerMode::multi;
   WaitStrategy wait{};
@@ -82,7 +83,8 @@ enum class WaitStatus {
 /// - Each element is read by every cursor (a group counts as one); the last reader moves it out,
 ///   the others copy it. A consumed slot holds nothing alive.
 /// - Slots live in blocks of `block_size`, allocated when first written and recycled when every
-///   cursor has passed them: an idle ring costs its block table and at most a few blocks.
+///   cursor has passed them; the table of blocks follows the backlog. An idle ring costs a few
+///   kilobytes and at most a few blocks, whatever its capacity.
 ///
 /// Thread safety: the ring's members may be called concurrently from any thread, except that
 /// with `ProducerMode::single` only one thread at a time may publish. The ring must outlive its
@@ -102,27 +104,33 @@ class BroadcastRing {
   // and a copy costs what a move costs.
   static constexpr bool kCounted = !(std::is_trivially_copyable_v<T> && std::is_trivially_destructible_v<T>);
   using Slot = detail::RingSlot<T, kCounted>;
-  using Entry = detail::BlockEntry<Slot>;
+  using Table = detail::BlockTable<Slot>;
+  using Entry = typename Table::Entry;
   using State = detail::CursorState;
   using Chunk = detail::CursorChunk;
+  using Departed = detail::DepartedCursor;
   using Phase = detail::CursorPhase;
   using Clock = detail::WaitClock;
   using Traits = std::allocator_traits<Allocator>;
   using LineAlloc = typename Traits::template rebind_alloc<detail::CacheLine>;
   using LineTraits = std::allocator_traits<LineAlloc>;
-  using EntryAlloc = typename Traits::template rebind_alloc<Entry>;
-  using EntryTraits = std::allocator_traits<EntryAlloc>;
   using ChunkAlloc = typename Traits::template rebind_alloc<Chunk>;
   using ChunkTraits = std::allocator_traits<ChunkAlloc>;
+  using DepartedAlloc = typename Traits::template rebind_alloc<Departed>;
+  using DepartedTraits = std::allocator_traits<DepartedAlloc>;
 
   static_assert(alignof(Slot) <= kCacheLineSize, "blocks are arrays of cache lines; a slot may not need more");
   static_assert(std::is_trivially_destructible_v<Slot>, "blocks are freed without running slot destructors");
+  static_assert(std::is_trivially_destructible_v<Entry>, "tables are freed without running entry destructors");
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "sequences must be lock-free atomics");
   static_assert(std::is_pointer_v<typename LineTraits::pointer>, "blocks are addressed through raw pointers");
+  static_assert(std::is_pointer_v<typename ChunkTraits::pointer> && std::is_pointer_v<typename DepartedTraits::pointer>,
+                "registry entries are addressed through raw pointers");
 
   static constexpr std::uint64_t kNone = detail::kNoSequence;
   static constexpr std::size_t kSpareBlocks =
       2;  // recycled blocks kept for the producer: steady traffic allocates nothing
+  static constexpr std::size_t kSmallTable = 64;  // entries of a new table (1 KiB; 64 live blocks)
 
   /// What a single-reader cursor keeps to itself.
   struct Reader {
@@ -142,12 +150,16 @@ class BroadcastRing {
   class Cursor;
   class GroupCursor;
 
+  /// Largest capacity `normalize` accepts. Memory does not depend on the capacity: it follows the
+  /// backlog (see docs/ring.md), so this only keeps sequence arithmetic far from overflowing.
+  static constexpr std::size_t kMaxCapacity = std::size_t{1} << 62;
+
   /// Checks `options` and returns them with the capacity rounded up to a power of two. Sets `ec`
   /// to `errc::invalid_argument` (and returns `options` unchanged) if they cannot be used:
-  /// capacity 0 or above 2^62, block size 0 or not a power of two, capacity below block size.
+  /// capacity 0 or above `kMaxCapacity` (2^62), block size 0 or not a power of two, capacity below
+  /// block size.
   static RingOptions normalize(RingOptions options, std::error_code& ec) noexcept {
     ec.clear();
-    constexpr std::size_t kMaxCapacity = std::size_t{1} << 62;
     if (options.capacity == 0 || options.capacity > kMaxCapacity || options.block_size == 0 ||
         !std::has_single_bit(options.block_size) || std::bit_ceil(options.capacity) < options.block_size) {
       ec = make_error_code(errc::invalid_argument);
@@ -157,8 +169,10 @@ class BroadcastRing {
     return options;
   }
 
-  /// Creates an empty ring; allocates only its block table (blocks come with the first publish).
-  /// @throws kincir::Error (`errc::invalid_argument`) if `normalize` rejects `options`.
+  /// Creates an empty ring; allocates only a small block table (blocks come with the first publish,
+  /// and the table grows with the backlog), whatever the capacity.
+  /// @throws kincir::Error (`errc::invalid_argument`) if `normalize` rejects `options`;
+  /// std::bad_alloc if the small table cannot be allocated.
   explicit BroadcastRing(RingOptions options = {}, const Allocator& alloc = Allocator())
       : alloc_(alloc), options_(checked(options)) {
     capacity_ = options_.capacity;
@@ -166,21 +180,25 @@ class BroadcastRing {
     block_shift_ = static_cast<std::uint32_t>(std::countr_zero(block_size_));
     block_mask_ = block_size_ - 1;
     // A producer may write block b once every cursor has passed sequence b * block_size - capacity,
-    // so block b - (capacity / block_size + 1) is always passed: that many entries never collide.
-    table_size_ = capacity_ / block_size_ + 1;
+    // so block b - (capacity / block_size + 1) is always passed: a table that large never has a
+    // live block in the way. It starts much smaller and grows only as far as the backlog needs.
+    max_table_size_ = std::bit_ceil(capacity_ / block_size_ + 1);
     lines_per_block_ = (block_size_ * sizeof(Slot) + kCacheLineSize - 1) / kCacheLineSize;
     single_ = options_.producer_mode == ProducerMode::single;
-    EntryAlloc a(alloc_);
-    table_ = EntryTraits::allocate(a, table_size_);
-    for (std::size_t i = 0; i < table_size_; ++i) EntryTraits::construct(a, table_ + i);
     for (auto& s : spare_) s.store(nullptr, std::memory_order_relaxed);
+    for (auto& p : passed_) p.store(0, std::memory_order_relaxed);
+    Table* table = allocate_table(std::min(kSmallTable, max_table_size_));
+    if (table == nullptr) throw std::bad_alloc();
+    table_.store(table, std::memory_order_relaxed);
+    table_entries_.store(table->size, std::memory_order_relaxed);
   }
 
   /// Destroys the elements still held and frees every block. No cursor may exist any more and no
   /// other call may be running.
   ~BroadcastRing() {
-    for (std::size_t i = 0; i < table_size_; ++i) {
-      Slot* block = table_[i].slots.load(std::memory_order_acquire);
+    Table* table = table_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < table->size; ++i) {
+      Slot* block = table->entries()[i].slots.load(std::memory_order_acquire);
       if (block == nullptr) continue;
       if constexpr (kCounted) {
         for (std::size_t j = 0; j < block_size_; ++j) {
@@ -189,19 +207,23 @@ class BroadcastRing {
       }
       deallocate_block(block);
     }
+    deallocate_table(table);
+    // Replaced tables only point to blocks the current one also holds, or to retired ones.
+    while (Table* t = retired_tables_) {
+      retired_tables_ = t->next_retired;
+      deallocate_table(t);
+    }
     for (auto& s : spare_) {
       if (Slot* block = s.load(std::memory_order_acquire)) deallocate_block(block);
     }
-    ChunkAlloc ca(alloc_);
     for (Chunk* c = chunks_.load(std::memory_order_acquire); c != nullptr;) {
       Chunk* next = c->next.load(std::memory_order_relaxed);
-      ChunkTraits::destroy(ca, c);
-      ChunkTraits::deallocate(ca, c, 1);
+      deallocate_chunk(c);
       c = next;
     }
-    EntryAlloc ea(alloc_);
-    for (std::size_t i = 0; i < table_size_; ++i) EntryTraits::destroy(ea, table_ + i);
-    EntryTraits::deallocate(ea, table_, table_size_);
+    free_unlinked_chunks_locked();
+    deallocate_records(departed_list_);
+    deallocate_records(finished_records_);
   }
 
   BroadcastRing(const BroadcastRing&) = delete;
@@ -219,6 +241,7 @@ class BroadcastRing {
 
   /// A new cursor shared by several readers, positioned at the current tail. Each element
   /// published after this call goes to exactly one caller of its read functions.
+  /// @throws std::bad_alloc if the cursor registry must grow and cannot.
   GroupCursor add_group_cursor() {
     State* st = join(true);
     return GroupCursor(this, st);
@@ -232,6 +255,8 @@ class BroadcastRing {
   /// - `FullPolicy::overtake`: never waits for readers; lagging cursors are pushed forward.
   /// With no cursor at all the elements are counted as published, left unmoved and dropped.
   /// A `closed` or `timeout` result after the first piece means the earlier pieces were published.
+  /// Never throws: if memory for a block (or a larger block table) cannot be allocated once slots
+  /// are claimed, the producer waits and tries again (memory returns as cursors read).
   template <std::random_access_iterator It>
   PublishStatus publish(It first, It last) {
     return publish_impl(first, last, detail::kNoDeadline);
@@ -286,6 +311,13 @@ class BroadcastRing {
   [[nodiscard]] std::size_t allocated_blocks() const noexcept {
     return allocated_blocks_.load(std::memory_order_relaxed);
   }
+
+  /// Entries of the block table now (it follows the number of live blocks; for statistics).
+  [[nodiscard]] std::size_t table_size() const noexcept { return table_entries_.load(std::memory_order_relaxed); }
+
+  /// Cursors that have left but still owe their share of elements that were being written when
+  /// they left (for statistics and tests). Each is released as soon as those elements are published.
+  [[nodiscard]] std::size_t departed_cursors() const noexcept { return departed_.load(std::memory_order_acquire); }
 
   /// The options in effect (capacity rounded).
   [[nodiscard]] const RingOptions& options() const noexcept { return options_; }
@@ -347,12 +379,16 @@ class BroadcastRing {
     detail::wake_all(word);
   }
 
-  /// After publishing: wake parked readers, if any. The (light) fence orders the slot stores
-  /// before the waiter check; a parking reader increments the count, issues the heavy fence, then
-  /// checks the slots again: one of the two sees the other.
-  void notify_readers() noexcept {
+  /// After publishing: wake parked readers, if any; have departed cursors released if any wait
+  /// (see `leave`). The (light) fence orders the slot stores before these checks; a parking reader
+  /// (or a departing cursor) stores its side, issues the heavy fence, then looks at the slots
+  /// again: one of the two sees the other.
+  void after_publish() noexcept {
     detail::light_fence();
     if (data_waiters_.load(std::memory_order_relaxed) != 0) signal(data_signal_);
+    if constexpr (kCounted) {
+      if (departed_.load(std::memory_order_relaxed) != 0) request_maintenance();
+    }
   }
 
   /// After a cursor moved: wake producers parked on a full ring, if any (same handshake).
@@ -391,6 +427,73 @@ class BroadcastRing {
       if (!in_time) return check();
     }
   }
+
+  // ---------------------------------------------------------------------------------------------
+  // The registry lock. Whoever releases it runs the maintenance other threads asked for while it
+  // was held (`request_maintenance`), so a request is never lost and no data path waits for it.
+
+  class RegistryLock {
+   public:
+    explicit RegistryLock(BroadcastRing& ring) : ring_(ring), owns_(true) { ring.registry_mutex_.lock(); }
+    RegistryLock(BroadcastRing& ring, std::try_to_lock_t) noexcept
+        : ring_(ring), owns_(ring.registry_mutex_.try_lock()) {}
+    RegistryLock(const RegistryLock&) = delete;
+    RegistryLock& operator=(const RegistryLock&) = delete;
+    ~RegistryLock() {
+      if (!owns_) return;
+      Departed* finished = std::exchange(ring_.finished_records_, nullptr);
+      ring_.registry_mutex_.unlock();
+      ring_.deallocate_records(finished);
+      ring_.run_requested_maintenance();
+    }
+    [[nodiscard]] bool owns_lock() const noexcept { return owns_; }
+
+   private:
+    BroadcastRing& ring_;
+    bool owns_;
+  };
+
+  /// Asks for `maintain_locked` (release departed cursors, retire blocks, resize the table, free
+  /// what waits to be freed): now if the registry is free, else by the thread that holds it.
+  void request_maintenance() noexcept {
+    maintenance_requested_.store(true, std::memory_order_seq_cst);
+    run_requested_maintenance();
+  }
+
+  /// The requester stores its request, then tries the lock; a holder unlocks, then looks for
+  /// requests. The fences make sure one of the two sees the other.
+  void run_requested_maintenance() noexcept {
+    for (;;) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (!maintenance_requested_.load(std::memory_order_acquire)) return;
+      if (!registry_mutex_.try_lock()) return;  // the holder runs it after unlocking
+      maintenance_requested_.store(false, std::memory_order_relaxed);
+      const bool drained = maintain_locked();
+      Departed* finished = std::exchange(finished_records_, nullptr);
+      registry_mutex_.unlock();
+      deallocate_records(finished);
+      if (drained) notify_producers();  // a departed cursor's frontier moved
+    }
+  }
+
+  /// Blocks every cursor has passed may be retired. Never waits: another thread may hold the
+  /// registry, and then retires them when it lets go.
+  void try_retire() noexcept { request_maintenance(); }
+
+  /// Registry scans by producers that do not hold the registry lock (rescans, overtaking): a chunk
+  /// unlinked meanwhile is freed only once no scan is running.
+  class ScanGuard {
+   public:
+    explicit ScanGuard(BroadcastRing& ring) noexcept : scanners_(ring.scanners_) {
+      scanners_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    ScanGuard(const ScanGuard&) = delete;
+    ScanGuard& operator=(const ScanGuard&) = delete;
+    ~ScanGuard() { scanners_.fetch_sub(1, std::memory_order_release); }
+
+   private:
+    std::atomic<std::uint32_t>& scanners_;
+  };
 
   // ---------------------------------------------------------------------------------------------
   // Blocks
@@ -441,15 +544,60 @@ class BroadcastRing {
     deallocate_block(block);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // The block table
+  //
+  // Lookups never lock. Entries change in three ways: a producer installs a block into a free entry
+  // (inside a table section, see `enter_table`), retirement empties one (registry lock), and a
+  // resize replaces the whole table (registry lock, with no table section open). A replaced table
+  // stays readable until every thread that may still look into it is done (`free_tables_locked`).
+
+  static std::size_t table_lines(std::size_t entries) noexcept {
+    const std::size_t bytes = Table::bytes_for(entries);
+    return bytes == 0 ? 0 : (bytes + kCacheLineSize - 1) / kCacheLineSize;
+  }
+
+  /// A table of `entries` free entries; null if it cannot be allocated.
+  Table* allocate_table(std::size_t entries) noexcept {
+    const std::size_t lines = table_lines(entries);
+    if (lines == 0) return nullptr;
+    try {
+      LineAlloc a(alloc_);
+      detail::CacheLine* memory = LineTraits::allocate(a, lines);
+      auto* table = ::new (static_cast<void*>(memory)) Table();
+      table->size = entries;
+      Entry* e = table->entries();
+      for (std::size_t i = 0; i < entries; ++i) ::new (static_cast<void*>(e + i)) Entry();
+      return table;
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
+  void deallocate_table(Table* table) noexcept {
+    const std::size_t lines = table_lines(table->size);
+    table->~Table();
+    LineAlloc a(alloc_);
+    LineTraits::deallocate(a, reinterpret_cast<detail::CacheLine*>(table), lines);
+  }
+
+  /// The installed block with number `b`, or null (not installed yet, or installed in a newer table
+  /// this thread does not see yet: callers look again later). The caller guarantees the block is not
+  /// retired under it (its position, or an announced claim, is at or below it) and that it looks only
+  /// at claimed sequences (below a tail it has read), which keeps a replaced table alive for it.
+  Slot* lookup_block(std::uint64_t b) const noexcept {
+    const Table* t = table_.load(std::memory_order_seq_cst);
+    const Entry& e = t->at(b);
+    if (e.number.load(std::memory_order_acquire) != b) return nullptr;
+    return e.slots.load(std::memory_order_acquire);
+  }
+
   /// The slot of `seq` for a reader, through its cached block; null if that block is not installed
-  /// (then nothing in it is published). The caller guarantees the block is not retired under it
-  /// (its position, or an announced claim, is at or below `seq`).
+  /// (then nothing in it is published). Same guarantees as `lookup_block`.
   Slot* find_slot(std::uint64_t seq, std::uint64_t& block_number, Slot*& block) const noexcept {
     const std::uint64_t b = seq >> block_shift_;
     if (b != block_number) {
-      const Entry& e = table_[b % table_size_];
-      if (e.number.load(std::memory_order_acquire) != b) return nullptr;
-      Slot* p = e.slots.load(std::memory_order_acquire);
+      Slot* p = lookup_block(b);
       if (p == nullptr) return nullptr;
       block_number = b;
       block = p;
@@ -462,44 +610,238 @@ class BroadcastRing {
     return slot != nullptr && slot->seq.load(std::memory_order_acquire) == seq + 1;
   }
 
-  /// The block a producer writes sequence block `b` into: installs one when the entry is free,
-  /// retires the block before it when every cursor has passed that one.
-  Slot* block_for_write(std::uint64_t b) noexcept {
-    Entry& e = table_[b % table_size_];
-    for (std::uint32_t attempt = 0;; ++attempt) {
-      Slot* p = e.slots.load(std::memory_order_acquire);
-      if (p != nullptr) {
-        if (e.number.load(std::memory_order_acquire) == b) return p;
-        // An older block is still installed: cursors passed it (the gate says so), retire it.
-        // Overtaking rings also push a cursor that joined behind the gate (while earlier claims
-        // of a cursor-less ring were still being written).
-        if (!try_retire() || attempt > 64) {
-          if (options_.full_policy == FullPolicy::overtake && b >= table_size_) {
-            make_room(((b - table_size_ + 1) << block_shift_) + capacity_);
-          }
-        }
-      } else if (Slot* fresh = take_block(); fresh != nullptr) {
-        if (single_) {
-          e.slots.store(fresh, std::memory_order_relaxed);
-          e.passed.store(0, std::memory_order_relaxed);
-          e.number.store(b, std::memory_order_release);
-          return fresh;
-        }
-        Slot* expected = nullptr;
-        if (e.slots.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) {
-          e.passed.store(0, std::memory_order_relaxed);
-          e.number.store(b, std::memory_order_release);
-          return fresh;
-        }
-        deallocate_block(fresh);  // another producer installed it first
-        continue;
-      }
-      backoff(attempt);
+  /// Opens a table section: no resize runs until `leave_table`. False (nothing opened) while a
+  /// resize runs. Multi-producer rings open one only to install a block (a read-modify-write once
+  /// per block); the single producer for every table access, with a store and a light fence that
+  /// pair with the resizer's heavy fence.
+  bool enter_table() noexcept {
+    if (single_) {
+      sp_in_table_.store(1, std::memory_order_relaxed);
+      detail::light_fence();
+      if (!resizing_.load(std::memory_order_relaxed)) return true;
+      sp_in_table_.store(0, std::memory_order_release);
+      return false;
+    }
+    installers_.fetch_add(1, std::memory_order_seq_cst);
+    if (!resizing_.load(std::memory_order_seq_cst)) return true;
+    installers_.fetch_sub(1, std::memory_order_release);
+    return false;
+  }
+
+  void leave_table() noexcept {
+    if (single_) {
+      sp_in_table_.store(0, std::memory_order_release);
+    } else {
+      installers_.fetch_sub(1, std::memory_order_release);
     }
   }
 
+  /// The block a producer writes block number `b` into: found, or installed into its free entry.
+  /// When another block is in the entry, retires it if every cursor has passed it, or grows the
+  /// table if it is still live. Allocation happens outside the table section; failures are retried.
+  Slot* block_for_write(std::uint64_t b) noexcept {
+    Slot* fresh = nullptr;
+    for (std::uint32_t attempt = 0;; ++attempt) {
+      if (!single_) {
+        if (Slot* p = lookup_block(b)) {  // installed already (by another producer)
+          if (fresh != nullptr) deallocate_block(fresh);
+          return p;
+        }
+      }
+      if (!enter_table()) {
+        backoff(attempt);  // a resize runs
+        continue;
+      }
+      Entry& e = table_.load(std::memory_order_seq_cst)->at(b);
+      Slot* p = e.slots.load(std::memory_order_acquire);
+      if (p != nullptr) {
+        const std::uint64_t n = e.number.load(std::memory_order_acquire);
+        leave_table();
+        if (n == b) {
+          if (fresh != nullptr) deallocate_block(fresh);
+          return p;
+        }
+        if (n < retired_blocks_.load(std::memory_order_acquire)) {
+          backoff(attempt);  // another producer is installing a block here (its number comes next)
+        } else {
+          resolve_collision(b, attempt);
+        }
+        continue;
+      }
+      if (fresh == nullptr) {
+        leave_table();
+        fresh = take_block();
+        if (fresh == nullptr) backoff(attempt);  // no memory now; readers free blocks as they go
+        continue;
+      }
+      if (single_) {
+        e.slots.store(fresh, std::memory_order_relaxed);
+        e.number.store(b, std::memory_order_release);
+        leave_table();
+        return fresh;
+      }
+      Slot* expected = nullptr;
+      if (e.slots.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        e.number.store(b, std::memory_order_release);
+        leave_table();
+        return fresh;
+      }
+      leave_table();  // another producer installed one first: look again
+    }
+  }
+
+  /// The entry of block `b` holds a block that was not retired. Retires what every cursor has
+  /// passed; if a live block is still in the way, grows the table (up to the size at which the gate
+  /// guarantees the block in the way has been passed).
+  void resolve_collision(std::uint64_t b, std::uint32_t attempt) noexcept {
+    bool at_largest = false;
+    {
+      RegistryLock lock(*this);
+      maintain_locked();
+      Table* t = table_.load(std::memory_order_relaxed);
+      const Entry& e = t->at(b);
+      const std::uint64_t n = e.number.load(std::memory_order_acquire);
+      if (e.slots.load(std::memory_order_acquire) == nullptr || n == b) return;  // free now
+      if (n >= retired_blocks_.load(std::memory_order_relaxed)) {
+        if (t->size < max_table_size_) {
+          if (grow_locked(b)) return;
+        } else {
+          at_largest = true;
+        }
+      }
+    }
+    // At the largest size the block in the way has been passed by every cursor (the gate says so)
+    // and is retired as soon as its last reader lets go of the registry. Overtaking rings also push
+    // a cursor that joined behind the gate (while earlier claims of a cursor-less ring were still
+    // being written).
+    if (at_largest && attempt > 64 && options_.full_policy == FullPolicy::overtake && b >= max_table_size_) {
+      make_room(((b - max_table_size_ + 1) << block_shift_) + capacity_);
+    }
+    backoff(attempt);
+  }
+
+  /// Entries for `blocks` live blocks: a power of two, from the small size up to the largest.
+  std::size_t table_size_for(std::uint64_t blocks) const noexcept {
+    const std::size_t smallest = std::min(kSmallTable, max_table_size_);
+    if (blocks >= max_table_size_) return max_table_size_;
+    return std::max<std::size_t>(smallest, std::bit_ceil(blocks));
+  }
+
+  /// Highest sequence a producer may be writing now, plus one (claimed, or the single producer's
+  /// batch in progress).
+  std::uint64_t claimed_end() const noexcept {
+    return single_ ? sp_next_.load(std::memory_order_acquire) : claim_.load(std::memory_order_seq_cst);
+  }
+
+  /// Registry lock held: a table large enough for every block from the oldest live one up to `b`
+  /// (and whatever is claimed), at least twice the current one.
+  bool grow_locked(std::uint64_t b) noexcept {
+    const std::uint64_t retired = retired_blocks_.load(std::memory_order_relaxed);
+    const std::uint64_t end = claimed_end();
+    const std::uint64_t top = std::max(b, end == 0 ? 0 : (end - 1) >> block_shift_);
+    const std::uint64_t live = top >= retired ? top - retired + 1 : 1;
+    const std::size_t current = table_.load(std::memory_order_relaxed)->size;
+    const std::size_t target = std::max(table_size_for(live), std::min(current * 2, max_table_size_));
+    return resize_locked(target, /*wait=*/true);
+  }
+
+  /// Registry lock held: once the backlog has gone, a table at least four times larger than the
+  /// live blocks need is replaced by one twice as large as they need (or the small one).
+  void shrink_locked() noexcept {
+    const std::size_t current = table_.load(std::memory_order_relaxed)->size;
+    if (current <= std::min(kSmallTable, max_table_size_)) return;
+    const std::uint64_t retired = retired_blocks_.load(std::memory_order_relaxed);
+    const std::uint64_t end = claimed_end();
+    const std::uint64_t top = end == 0 ? 0 : (end - 1) >> block_shift_;
+    const std::uint64_t live = top >= retired ? top - retired + 1 : 1;
+    if (live > current / 4) return;
+    (void)resize_locked(table_size_for(live * 2), /*wait=*/false);
+  }
+
+  /// Registry lock held: replaces the table by one of `entries` entries holding the same blocks.
+  /// With `wait`, waits for open table sections (they are short and never wait for the registry);
+  /// without, gives up if one is open. False if it gave up, if the new table cannot be allocated, or
+  /// if the live blocks would not fit in it (more were installed since the size was chosen: the
+  /// caller looks again).
+  bool resize_locked(std::size_t entries, bool wait) noexcept {
+    Table* fresh = allocate_table(entries);
+    if (fresh == nullptr) return false;
+    resizing_.store(true, std::memory_order_seq_cst);
+    if (single_) detail::heavy_fence();  // pairs with the single producer's light fence in enter_table
+    for (std::uint32_t attempt = 0;
+         single_ ? sp_in_table_.load(std::memory_order_acquire) != 0 : installers_.load(std::memory_order_seq_cst) != 0;
+         ++attempt) {
+      if (!wait) {
+        resizing_.store(false, std::memory_order_release);
+        deallocate_table(fresh);
+        return false;
+      }
+      backoff(attempt);
+    }
+    Table* old = table_.load(std::memory_order_relaxed);
+    bool fits = true;
+    for (std::size_t i = 0; i < old->size && fits; ++i) {
+      const Entry& from = old->entries()[i];
+      Slot* block = from.slots.load(std::memory_order_acquire);
+      if (block == nullptr) continue;
+      const std::uint64_t n = from.number.load(std::memory_order_acquire);
+      Entry& to = fresh->at(n);
+      if (to.slots.load(std::memory_order_relaxed) != nullptr) {
+        fits = false;
+        break;
+      }
+      to.slots.store(block, std::memory_order_relaxed);
+      to.number.store(n, std::memory_order_relaxed);
+    }
+    if (!fits) {
+      resizing_.store(false, std::memory_order_release);
+      deallocate_table(fresh);
+      return false;
+    }
+    table_.store(fresh, std::memory_order_seq_cst);
+    table_entries_.store(fresh->size, std::memory_order_relaxed);
+    // Threads that still look into the old table look at sequences below the tail read now.
+    old->retire_tail = claim_.load(std::memory_order_seq_cst);
+    resizing_.store(false, std::memory_order_release);
+    old->next_retired = retired_tables_;
+    retired_tables_ = old;
+    pending_table_tail_.store(std::min(pending_table_tail_.load(std::memory_order_relaxed), old->retire_tail),
+                              std::memory_order_relaxed);
+    return true;
+  }
+
+  /// Registry lock held: frees the replaced tables no thread can still look into. A thread looking
+  /// into a table replaced when the tail was R looks at a sequence below R with its frontier at or
+  /// below it (cursors, overtaking producers), or writes an unpublished slot below R (producers; the
+  /// single producer only looks inside a table section, which the resize waited for). So once every
+  /// frontier is at or past R, or with no cursor every slot below R is published, nobody can.
+  void free_tables_locked() noexcept {
+    if (retired_tables_ == nullptr) return;
+    std::uint64_t floor = min_frontier_locked();
+    if (floor == kNone) {
+      std::uint64_t highest = 0;
+      for (Table* t = retired_tables_; t != nullptr; t = t->next_retired) highest = std::max(highest, t->retire_tail);
+      floor = retired_blocks_.load(std::memory_order_relaxed) << block_shift_;
+      std::uint64_t block_number = kNone;
+      Slot* block = nullptr;
+      while (floor < highest && published(floor, block_number, block)) ++floor;
+    }
+    std::uint64_t pending = kNone;
+    for (Table** link = &retired_tables_; *link != nullptr;) {
+      Table* t = *link;
+      if (t->retire_tail <= floor) {
+        *link = t->next_retired;
+        deallocate_table(t);
+      } else {
+        pending = std::min(pending, t->retire_tail);
+        link = &t->next_retired;
+      }
+    }
+    pending_table_tail_.store(pending, std::memory_order_relaxed);
+  }
+
   // ---------------------------------------------------------------------------------------------
-  // Registry: joins, leaves, frontiers, retirement
+  // Registry: joins, leaves, departed cursors, frontiers, retirement
 
   /// The lowest sequence a cursor may still touch: its position, or an announced claim below it.
   static std::uint64_t frontier(const State& st) noexcept {
@@ -510,21 +852,29 @@ class BroadcastRing {
     return f;
   }
 
+  /// Every registry entry. Without the registry lock, only inside a `ScanGuard`.
   template <class Fn>
   void for_each_state(Fn&& fn) const noexcept {
-    for (Chunk* c = chunks_.load(std::memory_order_acquire); c != nullptr;
-         c = c->next.load(std::memory_order_acquire)) {
+    for (Chunk* c = chunks_.load(std::memory_order_seq_cst); c != nullptr;
+         c = c->next.load(std::memory_order_seq_cst)) {
       for (State& st : c->states) fn(st);
     }
   }
 
-  /// Minimum frontier of every registered cursor (zombies included), `kNone` if there is none.
-  std::uint64_t min_frontier() const noexcept {
+  /// Minimum frontier of every registered cursor and departed cursor, `kNone` if there is none.
+  /// Entries first: a departing cursor's record gates before its entry stops gating.
+  std::uint64_t min_frontier_locked() const noexcept {
     std::uint64_t m = kNone;
     for_each_state([&](const State& st) {
       if (st.phase.load(std::memory_order_seq_cst) != Phase::free) m = std::min(m, frontier(st));
     });
-    return m;
+    return std::min(m, departed_floor_.load(std::memory_order_seq_cst));
+  }
+
+  /// The same without the registry lock (producers).
+  std::uint64_t min_frontier() noexcept {
+    ScanGuard guard(*this);
+    return min_frontier_locked();
   }
 
   State* free_state_locked() {
@@ -547,17 +897,74 @@ class BroadcastRing {
     return &c->states[0];
   }
 
+  void deallocate_chunk(Chunk* c) noexcept {
+    for (State& st : c->states) {
+      if (st.record != nullptr) deallocate_record(std::exchange(st.record, nullptr));
+    }
+    ChunkAlloc a(alloc_);
+    ChunkTraits::destroy(a, c);
+    ChunkTraits::deallocate(a, c, 1);
+  }
+
+  /// Registry lock held (or the destructor): frees unlinked chunks once no scan can be inside one.
+  /// A scan that started before a chunk was unlinked keeps `scanners_` above zero; one that started
+  /// after cannot reach it.
+  void free_unlinked_chunks_locked() noexcept {
+    if (unlinked_chunks_ == nullptr || scanners_.load(std::memory_order_seq_cst) != 0) return;
+    while (Chunk* c = unlinked_chunks_) {
+      unlinked_chunks_ = c->unlinked_next;
+      deallocate_chunk(c);
+    }
+  }
+
+  /// Registry lock held: the entry is free again. If its whole chunk is free (and not the first
+  /// one), the chunk is unlinked, to be freed once no producer scans the registry.
+  void release_state_locked(State& st) noexcept {
+    st.phase.store(Phase::free, std::memory_order_seq_cst);
+    Chunk* previous = nullptr;
+    Chunk* c = chunks_.load(std::memory_order_relaxed);
+    while (c != nullptr && !c->holds(&st)) {
+      previous = c;
+      c = c->next.load(std::memory_order_relaxed);
+    }
+    if (c == nullptr || previous == nullptr) return;
+    for (const State& other : c->states) {
+      if (other.phase.load(std::memory_order_relaxed) != Phase::free) return;
+    }
+    previous->next.store(c->next.load(std::memory_order_relaxed), std::memory_order_seq_cst);
+    c->unlinked_next = unlinked_chunks_;
+    unlinked_chunks_ = c;
+    free_unlinked_chunks_locked();
+  }
+
+  Departed* allocate_record() {
+    DepartedAlloc a(alloc_);
+    Departed* d = DepartedTraits::allocate(a, 1);
+    DepartedTraits::construct(a, d);
+    return d;
+  }
+
+  void deallocate_record(Departed* d) noexcept {
+    DepartedAlloc a(alloc_);
+    DepartedTraits::destroy(a, d);
+    DepartedTraits::deallocate(a, d, 1);
+  }
+
+  /// Frees a list of records (finished ones are freed after the registry lock is released).
+  void deallocate_records(Departed* d) noexcept {
+    while (d != nullptr) deallocate_record(std::exchange(d, d->next));
+  }
+
   /// Registers a cursor at the first unpublished sequence: everything before it was published
   /// before the cursor existed and was not counted for it.
   State* join(bool group) {
-    std::lock_guard<std::mutex> lock(registry_mutex_);
-    if (zombies_.load(std::memory_order_relaxed) != 0) {
-      drain_zombies_locked();
-      notify_producers();
-    }
+    RegistryLock lock(*this);
     State* st = free_state_locked();
+    if constexpr (kCounted) {
+      if (st->record == nullptr) st->record = allocate_record();  // so that leaving never allocates
+    }
     // Everything below any frontier is published: start looking at the highest one.
-    std::uint64_t start = retired_blocks_ << block_shift_;
+    std::uint64_t start = retired_blocks_.load(std::memory_order_relaxed) << block_shift_;
     for_each_state([&](const State& other) {
       if (&other != st && other.phase.load(std::memory_order_seq_cst) != Phase::free) {
         start = std::max(start, frontier(other));
@@ -578,21 +985,21 @@ class BroadcastRing {
     return st;
   }
 
-  /// Unregisters a cursor; what was counted for it is released now or, for elements still being
-  /// written, as soon as they are published (the entry stays a gating zombie until then).
+  /// Unregisters a cursor. Its entry is free (reusable) when this returns. What was counted for it
+  /// is released now; if some of it is still being written, a small record keeps its share and
+  /// releases it when the producer that writes it has published it.
   void leave(State* st) noexcept {
+    std::uint32_t leave_epoch = 0;
+    std::uint64_t drain_until = 0;
     {
-      std::lock_guard<std::mutex> lock(registry_mutex_);
+      RegistryLock lock(*this);
       st->phase.store(Phase::leaving, std::memory_order_seq_cst);
       const std::uint64_t m = members_.load(std::memory_order_relaxed);
-      const std::uint32_t epoch = epoch_of(m) + 1;
-      members_.store(make_members(epoch, count_of(m) - 1), std::memory_order_seq_cst);
-      st->leave_epoch = epoch;
+      leave_epoch = epoch_of(m) + 1;
+      members_.store(make_members(leave_epoch, count_of(m) - 1), std::memory_order_seq_cst);
       // Multi-producer: a producer reads the membership after its claim, so an element counted for
-      // this cursor was claimed below the tail read now. Single producer: its tags only grow, so
-      // the first element tagged with the new epoch ends the drain.
-      st->drain_by_tag = single_;
-      st->drain_until = single_ ? kNone : claim_.load(std::memory_order_seq_cst);
+      // this cursor was claimed below the tail read now.
+      if (!single_) drain_until = claim_.load(std::memory_order_seq_cst);
     }
     if (st->shared.load(std::memory_order_relaxed)) {
       // Overtaking producers that announced a claim before seeing `leaving` finish first.
@@ -600,86 +1007,200 @@ class BroadcastRing {
         for (std::uint32_t attempt = 0; c.load(std::memory_order_acquire) != kNone; ++attempt) backoff(attempt);
       }
     }
-    {
-      std::lock_guard<std::mutex> lock(registry_mutex_);
-      if constexpr (kCounted) {
-        st->phase.store(Phase::zombie, std::memory_order_release);
-        zombies_.fetch_add(1, std::memory_order_relaxed);
-        drain_zombie_locked(*st);
-      } else {
-        st->phase.store(Phase::free, std::memory_order_release);
+    if constexpr (kCounted) {
+      if (single_) {
+        // The single producer stores the end of its batch (its next sequence) before it reads the
+        // membership, and the tail once the batch is written. After the heavy fence, either its
+        // membership read sees this cursor gone, or that end is visible here: a batch that may
+        // have counted this cursor ends below the larger of the two (the tail when it is idle).
+        detail::heavy_fence();
+        const std::uint64_t tail = claim_.load(std::memory_order_acquire);
+        drain_until = std::max(tail, sp_next_.load(std::memory_order_acquire));
       }
+    }
+    bool owes = false;
+    {
+      RegistryLock lock(*this);
+      if constexpr (kCounted) owes = depart_locked(*st, leave_epoch, drain_until);
+      release_state_locked(*st);
+      free_tables_locked();
+    }
+    if (owes) {
+      // The record is visible (departed_ != 0) before the slots are looked at again: either this
+      // sees the batch published, or its producer sees the record after publishing (after_publish).
+      detail::heavy_fence();
+      RegistryLock lock(*this);
+      (void)drain_departed_locked();
     }
     notify_producers();
   }
 
-  void drain_zombies_locked() noexcept {
-    for_each_state([&](State& st) {
-      if (st.phase.load(std::memory_order_relaxed) == Phase::zombie) drain_zombie_locked(st);
-    });
-  }
-
-  /// Releases, for a removed cursor, the published elements that were counted for it.
-  void drain_zombie_locked(State& st) noexcept {
-    std::uint64_t s = st.head.load(std::memory_order_relaxed);
+  /// Releases, for a departed cursor, the published elements that were counted for it, from its
+  /// head on; stops at the first element still being written.
+  void drain_record_locked(Departed& d) noexcept {
+    std::uint64_t s = d.head;
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
-    bool done = false;
-    if constexpr (kCounted) {
-      while (s < st.drain_until) {
-        Slot* slot = find_slot(s, block_number, block);
-        if (slot == nullptr || slot->seq.load(std::memory_order_acquire) != s + 1) break;
-        if (tag_at_least(slot->tag, st.leave_epoch)) {
-          if (st.drain_by_tag) {
-            done = true;
-            break;
-          }
-        } else if (tag_at_least(slot->tag, st.join_epoch)) {
-          release(*slot);
-        }
-        ++s;
+    while (s < d.drain_until) {
+      Slot* slot = find_slot(s, block_number, block);
+      if (slot == nullptr || slot->seq.load(std::memory_order_acquire) != s + 1) break;
+      if constexpr (kCounted) {
+        if (!tag_at_least(slot->tag, d.leave_epoch) && tag_at_least(slot->tag, d.join_epoch)) release(*slot);
       }
+      ++s;
     }
-    st.head.store(s, std::memory_order_release);
-    if (done || s >= st.drain_until) {
-      st.phase.store(Phase::free, std::memory_order_release);
-      zombies_.fetch_sub(1, std::memory_order_relaxed);
+    d.head = s;
+  }
+
+  /// A leaving cursor's share: released now, or kept in its record (taken from its entry) until
+  /// the elements still being written are published. True if a record was kept.
+  bool depart_locked(State& st, std::uint32_t leave_epoch, std::uint64_t drain_until) noexcept {
+    Departed d;
+    d.head = st.head.load(std::memory_order_relaxed);
+    d.drain_until = drain_until;
+    d.join_epoch = st.join_epoch;
+    d.leave_epoch = leave_epoch;
+    drain_record_locked(d);
+    if (d.head >= d.drain_until) return false;
+    Departed* record = std::exchange(st.record, nullptr);  // taken at join: never null here
+    *record = d;
+    record->next = departed_list_;
+    departed_list_ = record;
+    // Gates before the entry stops gating (release_state_locked, after this).
+    departed_floor_.store(std::min(departed_floor_.load(std::memory_order_relaxed), d.head), std::memory_order_seq_cst);
+    departed_.store(departed_.load(std::memory_order_relaxed) + 1, std::memory_order_seq_cst);
+    return true;
+  }
+
+  /// Drains every record; frees the finished ones. True if any frontier moved.
+  ///
+  /// Every record waits at or below the first slot still being written above the lowest head (a
+  /// cursor's head never passes an unpublished slot). So one walk from the lowest head up to that
+  /// slot serves them all. It goes by runs of equal tags (a batch is one run), and only the records
+  /// whose epochs hold a run's tag release in it: cursors that came and went while a batch was being
+  /// written cost one comparison each, not a walk over the batch each.
+  bool drain_departed_locked() noexcept {
+    if (departed_list_ == nullptr) return false;
+    std::uint64_t lowest = kNone;
+    std::uint64_t end = 0;
+    for (const Departed* d = departed_list_; d != nullptr; d = d->next) {
+      lowest = std::min(lowest, d->head);
+      end = std::max(end, d->drain_until);
+    }
+    std::uint64_t s = lowest;
+    std::uint64_t block_number = kNone;
+    Slot* block = nullptr;
+    while (s < end) {
+      const Slot* first = find_slot(s, block_number, block);
+      if (first == nullptr || first->seq.load(std::memory_order_acquire) != s + 1) break;
+      const std::uint32_t tag = tag_of(*first);
+      std::uint64_t run_end = s + 1;
+      while (run_end < end) {
+        const Slot* next = find_slot(run_end, block_number, block);
+        if (next == nullptr || next->seq.load(std::memory_order_acquire) != run_end + 1 || tag_of(*next) != tag) break;
+        ++run_end;
+      }
+      if constexpr (kCounted) {
+        for (const Departed* d = departed_list_; d != nullptr; d = d->next) {
+          if (tag_at_least(tag, d->leave_epoch) || !tag_at_least(tag, d->join_epoch)) continue;
+          const std::uint64_t until = std::min(run_end, d->drain_until);
+          for (std::uint64_t x = std::max(s, d->head); x < until; ++x) release(*find_slot(x, block_number, block));
+        }
+      }
+      s = run_end;
+    }
+    // Everything below `s` that was counted for a record has been released.
+    std::uint64_t floor = kNone;
+    std::uint32_t count = 0;
+    bool moved = false;
+    for (Departed** link = &departed_list_; *link != nullptr;) {
+      Departed* d = *link;
+      const std::uint64_t head = std::max(d->head, std::min(s, d->drain_until));
+      moved = moved || head != d->head;
+      d->head = head;
+      if (head >= d->drain_until) {
+        *link = d->next;
+        d->next = finished_records_;  // freed once the registry lock is released
+        finished_records_ = d;
+        continue;
+      }
+      floor = std::min(floor, head);
+      ++count;
+      link = &d->next;
+    }
+    departed_floor_.store(floor, std::memory_order_seq_cst);
+    departed_.store(count, std::memory_order_release);
+    return moved;
+  }
+
+  static std::uint32_t tag_of(const Slot& slot) noexcept {
+    if constexpr (kCounted) {
+      return slot.tag;
+    } else {
+      (void)slot;
+      return 0;
     }
   }
 
   /// A cursor moved from `from` to `to`: if that took it out of a block, count it as passed, and
-  /// when every cursor has passed that block try to retire (cheap for all but the slowest cursor).
+  /// when every cursor has passed that block, retire (cheap for all but the slowest cursor). A
+  /// cursor that moves past the tail at which a table was replaced may let it be freed.
   void left_block(std::uint64_t from, std::uint64_t to) noexcept {
-    if ((from >> block_shift_) == (to >> block_shift_)) return;
-    const std::uint64_t b = (to >> block_shift_) - 1;
-    Entry& e = table_[b % table_size_];
-    if (e.number.load(std::memory_order_acquire) != b) return;
-    const std::uint32_t passed = e.passed.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if (passed >= count_of(members_.load(std::memory_order_relaxed))) try_retire();
+    if ((from >> block_shift_) != (to >> block_shift_)) {
+      const std::uint64_t b = (to >> block_shift_) - 1;
+      if (count_passed(b) >= count_of(members_.load(std::memory_order_relaxed))) {
+        try_retire();
+        return;
+      }
+    }
+    const std::uint64_t pending = pending_table_tail_.load(std::memory_order_relaxed);
+    if (from < pending && to >= pending) try_retire();
   }
 
-  /// Retires the blocks every cursor has passed, unless another thread holds the registry.
-  bool try_retire() noexcept {
-    std::unique_lock<std::mutex> lock(registry_mutex_, std::try_to_lock);
-    if (!lock.owns_lock()) return false;
-    if (zombies_.load(std::memory_order_relaxed) != 0) {
-      drain_zombies_locked();
-      notify_producers();  // a zombie's frontier may have moved
+  /// Counts a cursor out of block `b`; returns how many have left it. A counter taken over by a
+  /// newer block (the cursors are more than `kPassedCounters` blocks apart) counts nothing: then
+  /// the cursor leaving the oldest live block retires.
+  std::uint32_t count_passed(std::uint64_t b) noexcept {
+    auto& counter = passed_[b % detail::kPassedCounters];
+    const auto tag = static_cast<std::uint32_t>(b);
+    std::uint64_t w = counter.load(std::memory_order_acquire);
+    for (;;) {
+      const auto held = static_cast<std::uint32_t>(w >> 32);
+      if (held == tag) return static_cast<std::uint32_t>(counter.fetch_add(1, std::memory_order_acq_rel) + 1);
+      if (tag_at_least(held, tag)) {
+        return b == retired_blocks_.load(std::memory_order_relaxed) ? ~std::uint32_t{0} : 0;
+      }
+      if (counter.compare_exchange_weak(w, (std::uint64_t{tag} << 32) | 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        return 1;
+      }
     }
-    const std::uint64_t floor = min_frontier();
+  }
+
+  /// Registry lock held: releases departed cursors' shares, retires the blocks every frontier has
+  /// passed, shrinks the table once the backlog has gone, and frees what waits to be freed. True if
+  /// a departed cursor's frontier moved.
+  bool maintain_locked() noexcept {
+    const bool drained = drain_departed_locked();
+    const std::uint64_t floor = min_frontier_locked();
     const bool no_cursor = floor == kNone;
     const std::uint64_t limit = no_cursor ? claim_.load(std::memory_order_acquire) : floor;
-    while (((retired_blocks_ + 1) << block_shift_) <= limit) {
-      const std::uint64_t x = retired_blocks_;
-      Entry& e = table_[x % table_size_];
+    Table* t = table_.load(std::memory_order_relaxed);
+    std::uint64_t x = retired_blocks_.load(std::memory_order_relaxed);
+    while (((x + 1) << block_shift_) <= limit) {
+      Entry& e = t->at(x);
       Slot* block = e.slots.load(std::memory_order_acquire);
       if (block == nullptr || e.number.load(std::memory_order_acquire) != x) break;
       if (no_cursor && !all_published(block, x)) break;  // with cursors, their frontiers vouch for it
       e.slots.store(nullptr, std::memory_order_release);
       recycle_block(block);
-      retired_blocks_ = x + 1;
+      ++x;
     }
-    return true;
+    retired_blocks_.store(x, std::memory_order_release);
+    shrink_locked();
+    free_tables_locked();
+    free_unlinked_chunks_locked();
+    return drained;
   }
 
   bool all_published(const Slot* block, std::uint64_t number) const noexcept {
@@ -715,16 +1236,19 @@ class BroadcastRing {
     const FullPolicy policy = options_.full_policy;
     if (single_) {
       if (closed_.load(std::memory_order_relaxed)) return PublishStatus::closed;
-      start = sp_next_;
+      start = sp_next_.load(std::memory_order_relaxed);
       const std::uint64_t end = start + n;
       if (policy == FullPolicy::overtake) {
+        sp_next_.store(end, std::memory_order_relaxed);
         make_room(end);
-      } else if (!room_for(end)) {
-        if (policy == FullPolicy::fail) return PublishStatus::full;
-        const PublishStatus status = wait_for_room(end, deadline);
-        if (status != PublishStatus::ok) return status;
+      } else {
+        if (!room_for(end)) {
+          if (policy == FullPolicy::fail) return PublishStatus::full;
+          const PublishStatus status = wait_for_room(end, deadline);
+          if (status != PublishStatus::ok) return status;
+        }
+        sp_next_.store(end, std::memory_order_relaxed);
       }
-      sp_next_ = end;
     } else if (policy == FullPolicy::overtake) {
       if (closed_.load(std::memory_order_relaxed)) return PublishStatus::closed;
       start = claim_.fetch_add(n, std::memory_order_seq_cst);
@@ -751,13 +1275,18 @@ class BroadcastRing {
     if (single_) claim_.store(start + n, std::memory_order_release);
     // Nobody will pass the blocks of a cursor-less ring: give them back as they fill up.
     if (readers == 0 && (start >> block_shift_) != ((start + n) >> block_shift_)) try_retire();
-    notify_readers();
+    after_publish();
     return PublishStatus::ok;
   }
 
   /// Writes and publishes [start, start + n); returns the cursor count the elements were counted for.
   template <class It>
   std::uint32_t write_slots(It it, std::uint64_t start, std::uint64_t n) {
+    if constexpr (kCounted) {
+      // The single producer stored the batch's end (sp_next_) before this: a cursor leaving now
+      // sees it, or is not counted (see leave()).
+      if (single_) detail::light_fence();
+    }
     // Read after the claim: see leave() for why the order matters.
     const std::uint64_t m = members_.load(std::memory_order_seq_cst);
     const std::uint32_t count = count_of(m);
@@ -792,9 +1321,9 @@ class BroadcastRing {
 
   /// Recomputes the minimum frontier; with no cursor, the tail (rescanned a capacity later).
   std::uint64_t rescan() noexcept {
-    if (zombies_.load(std::memory_order_relaxed) != 0) try_retire();
+    if (departed_.load(std::memory_order_relaxed) != 0) try_retire();
     std::uint64_t f = min_frontier();
-    if (f == kNone) f = single_ ? sp_next_ : claim_.load(std::memory_order_acquire);
+    if (f == kNone) f = single_ ? sp_next_.load(std::memory_order_relaxed) : claim_.load(std::memory_order_acquire);
     if (single_) {
       sp_gate_ = f;
     } else {
@@ -825,18 +1354,26 @@ class BroadcastRing {
     const std::uint64_t need = end - capacity_;
     if (need <= gate()) return;
     for (std::uint32_t attempt = 0;; ++attempt) {
-      for_each_state([&](State& st) {
-        if (st.phase.load(std::memory_order_acquire) == Phase::active &&
-            st.head.load(std::memory_order_acquire) < need) {
-          overtake(st, need);
-        }
-      });
+      {
+        ScanGuard guard(*this);
+        for_each_state([&](State& st) {
+          if (st.phase.load(std::memory_order_acquire) == Phase::active &&
+              st.head.load(std::memory_order_acquire) < need) {
+            overtake(st, need);
+          }
+        });
+      }
       if (need <= rescan()) return;
-      backoff(attempt);  // members finishing their reads, zombies draining, earlier batches publishing
+      backoff(attempt);  // members finishing their reads, departed cursors draining, earlier batches publishing
     }
   }
 
   void overtake(State& st, std::uint64_t need) noexcept {
+    // The single producer looks into the table only inside a table section. Below its own batch
+    // every slot is published (by itself), so it never waits in there.
+    if (single_) {
+      for (std::uint32_t attempt = 0; !enter_table(); ++attempt) backoff(attempt);
+    }
     const std::size_t slot_index = acquire_claim(st);
     auto& claim = st.claims[slot_index];
     for (;;) {
@@ -871,8 +1408,8 @@ class BroadcastRing {
       }
     }
     claim.store(kNone, std::memory_order_release);
+    if (single_) leave_table();
   }
-
   // ---------------------------------------------------------------------------------------------
   // Readers
 
@@ -923,8 +1460,11 @@ class BroadcastRing {
   void skip_cleared(Reader& r) noexcept {
     const std::uint64_t floor = clear_floor_.load(std::memory_order_relaxed);
     if (floor <= r.pos) return;
+    // Lookups stay below a tail this reader has read (see free_tables_locked).
+    if (r.tail_cache < floor) r.tail_cache = claim_.load(std::memory_order_seq_cst);
+    const std::uint64_t limit = std::min(floor, r.tail_cache);
     std::uint64_t pos = r.pos;
-    while (pos < floor) {
+    while (pos < limit) {
       Slot* slot = find_slot(pos, r.block_number, r.block);
       if (slot == nullptr || slot->seq.load(std::memory_order_acquire) != pos + 1) break;
       if (counted_for(*slot, r.join)) release(*slot);
@@ -946,7 +1486,7 @@ class BroadcastRing {
       // slot is published, so only multi-producer rings check each slot's sequence.
       while (delivered < max) {
         if (pos >= r.tail_cache) {
-          r.tail_cache = claim_.load(std::memory_order_acquire);
+          r.tail_cache = claim_.load(std::memory_order_seq_cst);
           if (pos >= r.tail_cache) break;
         }
         slot = find_slot(pos, r.block_number, r.block);
@@ -978,7 +1518,7 @@ class BroadcastRing {
   /// cache says no, so an idle reader polls the tail's line, not the slots being written.
   bool tail_ahead(Reader& r) const noexcept {
     if (r.pos < r.tail_cache) return true;
-    r.tail_cache = claim_.load(std::memory_order_acquire);
+    r.tail_cache = claim_.load(std::memory_order_seq_cst);
     return r.pos < r.tail_cache;
   }
 
@@ -1049,7 +1589,9 @@ class BroadcastRing {
   /// head did not move meanwhile; producers and retirement respect announcements.
   template <class OnElement>
   std::size_t read_shared(State& st, std::uint32_t join, std::size_t max, OnElement& on_element) {
-    if (st.head.load(std::memory_order_acquire) >= claim_.load(std::memory_order_acquire)) return 0;
+    // Lookups stay below this tail (see free_tables_locked).
+    const std::uint64_t tail = claim_.load(std::memory_order_seq_cst);
+    if (st.head.load(std::memory_order_acquire) >= tail) return 0;
     ClaimGuard guard(*this, st, acquire_claim(st));
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
@@ -1062,7 +1604,7 @@ class BroadcastRing {
       const std::uint64_t floor = clear_floor_.load(std::memory_order_relaxed);
       end = h;
       if (floor > h) {  // discard what clear() dropped, as far as it is published
-        while (end < floor && published(end, block_number, block)) ++end;
+        while (end < floor && end < tail && published(end, block_number, block)) ++end;
         if (end == h) return 0;
         if (!st.head.compare_exchange_strong(h, end, std::memory_order_seq_cst)) continue;
         for (std::uint64_t s = h; s < end; ++s) {
@@ -1073,7 +1615,7 @@ class BroadcastRing {
         continue;
       }
       std::size_t eligible = 0;
-      while (eligible < max) {
+      while (eligible < max && end < tail) {
         Slot* slot = find_slot(end, block_number, block);
         if (slot == nullptr || slot->seq.load(std::memory_order_acquire) != end + 1) break;
         if (counted_for(*slot, join)) ++eligible;
@@ -1116,7 +1658,9 @@ class BroadcastRing {
   /// this cursor, or another member may take it: a read then returns 0 and the caller waits again).
   /// The slot is looked at under a claim announcement, so its block cannot be retired meanwhile.
   std::optional<WaitStatus> shared_status(State& st) noexcept {
-    if (st.head.load(std::memory_order_acquire) >= claim_.load(std::memory_order_acquire)) {
+    // Lookups stay below this tail (see free_tables_locked).
+    const std::uint64_t tail = claim_.load(std::memory_order_seq_cst);
+    if (st.head.load(std::memory_order_acquire) >= tail) {
       if (closed_.load(std::memory_order_acquire)) return WaitStatus::closed;
       return std::nullopt;
     }
@@ -1128,7 +1672,7 @@ class BroadcastRing {
     } while (st.head.load(std::memory_order_seq_cst) != h);
     std::uint64_t block_number = kNone;
     Slot* block = nullptr;
-    if (published(h, block_number, block)) return WaitStatus::ready;
+    if (h < tail && published(h, block_number, block)) return WaitStatus::ready;
     if (closed_.load(std::memory_order_acquire) && h >= claim_.load(std::memory_order_acquire)) {
       return WaitStatus::closed;
     }
@@ -1165,32 +1709,51 @@ class BroadcastRing {
   std::uint64_t block_mask_ = 0;
   std::uint32_t block_shift_ = 0;
   bool single_ = false;
-  std::size_t table_size_ = 0;  // capacity / block_size + 1 entries, indexed by block number modulo
+  std::size_t max_table_size_ = 0;  // bit_ceil(capacity / block_size + 1): no live block is ever in the way
   std::size_t lines_per_block_ = 0;
-  Entry* table_ = nullptr;
+  std::atomic<Table*> table_{nullptr};         // replaced under the registry lock
+  std::atomic<std::size_t> table_entries_{0};  // its size, for statistics
   std::atomic<Chunk*> chunks_{nullptr};
   std::atomic<Slot*> spare_[kSpareBlocks];
   std::atomic<std::size_t> allocated_blocks_{0};
 
-  // Joins, leaves and retirement (all rare: once per block at most).
+  // Joins, leaves, retirement, resizes (all rare: once per block at most).
   alignas(kFalseSharingRange) std::mutex registry_mutex_;
-  std::uint64_t retired_blocks_ = 0;  // guarded by registry_mutex_: blocks below it are retired
-  std::atomic<std::size_t> zombies_{0};
+  std::atomic<std::uint64_t> retired_blocks_{0};  // written under the lock: blocks below it are retired
+  std::atomic<bool> maintenance_requested_{false};
+  std::atomic<std::uint32_t> scanners_{0};  // registry scans running without the lock
+  Departed* departed_list_ = nullptr;       // guarded by registry_mutex_
+  Departed* finished_records_ = nullptr;    // guarded: freed when the lock is released
+  Table* retired_tables_ = nullptr;         // guarded: replaced tables waiting to be freed
+  Chunk* unlinked_chunks_ = nullptr;        // guarded: free chunks waiting for scans to end
 
-  // Read by every batch on both sides, written only by joins, leaves, clear() and close().
+  // Resizing the table against installing blocks (once per block).
+  alignas(kFalseSharingRange) std::atomic<bool> resizing_{false};
+  std::atomic<std::uint32_t> installers_{0};  // multi-producer table sections open
+
+  // Read by every batch on both sides, written only by joins, leaves, clear(), close() and the
+  // (rare) resizes and departures.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> members_{make_members(1, 0)};  // epoch << 32 | count
   std::atomic<std::uint64_t> clear_floor_{0};
   std::atomic<bool> closed_{false};
+  std::atomic<std::uint64_t> pending_table_tail_{kNone};  // lowest tail of a replaced table not yet freed
+  std::atomic<std::uint32_t> departed_{0};                // departed cursors that still owe a share
+  std::atomic<std::uint64_t> departed_floor_{kNone};      // their lowest head
 
   // The tail: claimed by producers, polled by readers that have caught up.
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> claim_{0};
 
-  // Producer side only: the cached gate (multi: shared by producers), the single producer's state.
+  // Producer side only: the cached gate (multi: shared by producers), the single producer's state
+  // (its next sequence and its table-section flag are read by departing cursors and resizes).
   alignas(kFalseSharingRange) std::atomic<std::uint64_t> gate_cache_{0};
-  std::uint64_t sp_next_ = 0;
+  std::atomic<std::uint64_t> sp_next_{0};
   std::uint64_t sp_gate_ = 0;
   std::uint64_t sp_block_number_ = kNone;
   Slot* sp_block_ = nullptr;
+  std::atomic<std::uint32_t> sp_in_table_{0};  // a table section is open
+
+  // Cursors that have left each recent block (readers' read-modify-writes, once per block).
+  alignas(kFalseSharingRange) std::atomic<std::uint64_t> passed_[detail::kPassedCounters];
 
   // Parked readers (written when a reader parks; read by producers after each publish).
   alignas(kFalseSharingRange) std::atomic<std::uint32_t> data_waiters_{0};

@@ -1,5 +1,6 @@
 /// @file
-/// Internal: the pieces `BroadcastRing` is made of: slots, the block table, the cursor registry.
+/// Internal: the pieces `BroadcastRing` is made of: slots, the block table, the cursor registry and
+/// the records of departed cursors.
 #pragma once
 
 #include <kincir/config.hpp>
@@ -50,17 +51,55 @@ template <class Slot>
 struct BlockEntry {
   std::atomic<std::uint64_t> number{kNoSequence};
   std::atomic<Slot*> slots{nullptr};
-  /// Cursors that have left the block: when it reaches the cursor count, the last one tries to
-  /// retire it (a hint; retirement itself checks every cursor).
-  std::atomic<std::uint32_t> passed{0};
+};
+
+/// The block table: a power-of-two number of entries, indexed by block number modulo the size,
+/// stored right after this header. It is sized to the blocks that are live, not to the capacity:
+/// it is replaced by a larger one when a live block is in the way of a new one, and by a smaller one
+/// when the backlog has gone. A replaced table is kept (`retire_tail`, `next_retired`) until no
+/// thread can still be looking into it.
+template <class Slot>
+struct BlockTable {
+  using Entry = BlockEntry<Slot>;
+
+  std::size_t size = 0;                ///< Entries; a power of two.
+  std::uint64_t retire_tail = 0;       ///< Once replaced: the tail when it was replaced.
+  BlockTable* next_retired = nullptr;  ///< Once replaced: the next table waiting to be freed.
+
+  static constexpr std::size_t entries_offset() noexcept {
+    return (sizeof(BlockTable) + alignof(Entry) - 1) / alignof(Entry) * alignof(Entry);
+  }
+  /// Bytes of a table of `n` entries (header included), or 0 if that does not fit in a `size_t`.
+  static constexpr std::size_t bytes_for(std::size_t n) noexcept {
+    if (n > (std::numeric_limits<std::size_t>::max() - entries_offset() - kCacheLineSize) / sizeof(Entry)) return 0;
+    return entries_offset() + n * sizeof(Entry);
+  }
+  Entry* entries() noexcept {
+    return std::launder(reinterpret_cast<Entry*>(reinterpret_cast<std::byte*>(this) + entries_offset()));
+  }
+  const Entry* entries() const noexcept {
+    return std::launder(reinterpret_cast<const Entry*>(reinterpret_cast<const std::byte*>(this) + entries_offset()));
+  }
+  Entry& at(std::uint64_t block) noexcept { return entries()[block & (size - 1)]; }
+  const Entry& at(std::uint64_t block) const noexcept { return entries()[block & (size - 1)]; }
 };
 
 /// Life of a cursor's registry entry.
 enum class CursorPhase : std::uint32_t {
   free,     ///< Unused; may be handed to the next cursor.
   active,   ///< A cursor reads through it.
-  leaving,  ///< Its cursor is gone; overtaking producers may still hold claims on it.
-  zombie,   ///< Its cursor is gone; what was counted for it is being released (it still gates).
+  leaving,  ///< Its cursor is going; overtaking producers may still hold claims on it.
+};
+
+/// What a departed cursor still owes: its share of the elements that were counted for it but were
+/// still being written when it left (`join_epoch <= tag < leave_epoch`, below `drain_until`). It
+/// gates producers at `head` until it is done. Guarded by the registry mutex.
+struct DepartedCursor {
+  std::uint64_t head = 0;         ///< Next sequence to look at.
+  std::uint64_t drain_until = 0;  ///< Done once `head` reaches it.
+  std::uint32_t join_epoch = 0;
+  std::uint32_t leave_epoch = 0;
+  DepartedCursor* next = nullptr;
 };
 
 /// Claim announcements per shared cursor: at most this many members (and overtaking producers) are
@@ -80,23 +119,34 @@ struct alignas(kFalseSharingRange) CursorState {
   std::atomic<CursorPhase> phase{CursorPhase::free};
   std::atomic<bool> shared{false};  ///< Group cursor, or any cursor of an overtaking ring.
   std::uint32_t join_epoch = 0;     ///< Membership epoch it joined at (counted elements carry >= this).
-  std::uint32_t leave_epoch = 0;    ///< Zombie: epoch of its removal (elements tagged >= this never counted it).
-  std::uint64_t drain_until = 0;    ///< Zombie: release counted elements below this, then it is free.
-  bool drain_by_tag = false;  ///< Zombie of a single-producer ring: done at the first element tagged >= leave_epoch.
+  /// Counted elements: the record this cursor will need if it leaves while elements counted for it
+  /// are still being written. Taken when it joins, so leaving never allocates.
+  DepartedCursor* record = nullptr;
 
   CursorState() noexcept {
     for (auto& c : claims) c.store(kNoSequence, std::memory_order_relaxed);
   }
 };
 
-/// Registry entries come in chunks that are never freed before the ring: producers scan them
-/// without a lock.
+/// Registry entries come in chunks. A chunk whose entries are all free is unlinked (the first one
+/// stays) and freed once no producer is scanning the registry without the lock.
 inline constexpr std::size_t kCursorsPerChunk = 8;
 
 struct CursorChunk {
   CursorState states[kCursorsPerChunk];
   std::atomic<CursorChunk*> next{nullptr};
+  CursorChunk* unlinked_next = nullptr;  ///< Unlinked, waiting to be freed (registry mutex).
+
+  bool holds(const CursorState* st) const noexcept {
+    const auto p = reinterpret_cast<std::uintptr_t>(st);
+    const auto first = reinterpret_cast<std::uintptr_t>(&states[0]);
+    return p >= first && p < first + sizeof(states);
+  }
 };
+
+/// Per-block "cursors that have left it" counters, indexed by block number modulo this. Each packs
+/// the low 32 bits of a block number with a count; a newer block takes the counter over.
+inline constexpr std::size_t kPassedCounters = 64;
 
 /// A small per-thread number, so concurrent group members start looking for a free claim slot at
 /// different places.
