@@ -437,7 +437,7 @@ TEST_CASE("Stress: cursor churn while producers publish leaves no registry memor
     };
     {
       std::vector<Tracked> warm;
-      for (std::uint64_t k = 0; k < 3 * 64; ++k) warm.emplace_back(k);
+      for (std::uint64_t k = 0; k < std::uint64_t{3} * 64; ++k) warm.emplace_back(k);
       REQUIRE(ring.publish(warm.begin(), warm.end()) == PublishStatus::ok);
       settle();
     }

@@ -430,7 +430,8 @@ IdleCost idle_cost(std::size_t capacity, T element) {
     BroadcastRing<T, Alloc> ring(o, Alloc(&stats));
     auto c = ring.add_cursor();
     cost.with_cursor = stats.live_bytes;
-    REQUIRE(ring.publish(std::move(element)) == PublishStatus::ok);
+    const PublishStatus published = ring.publish(std::move(element));
+    REQUIRE(published == PublishStatus::ok);
     CHECK(ring.allocated_blocks() == 1);
     cost.first_block = stats.live_bytes - cost.with_cursor;
     cost.table_entries = ring.table_size();
@@ -446,7 +447,7 @@ IdleCost idle_cost(std::size_t capacity, T element) {
 TEST_CASE("Memory on demand: an idle ring costs a few kilobytes whatever its capacity", "[ring]") {
   // The ring object itself, the block table and the registry (one chunk of entries, plus the
   // record a counted cursor keeps for leaving): at most 8 KiB, the same for every capacity.
-  constexpr std::size_t kBudget = 8 * 1024;
+  constexpr std::size_t kBudget = std::size_t{8} * 1024;
   const std::size_t capacity = GENERATE(std::size_t{1} << 16, std::size_t{1} << 20, std::size_t{1} << 32,
                                         std::size_t{1} << 40, BroadcastRing<std::uint64_t>::kMaxCapacity);
   CAPTURE(capacity);
