@@ -430,10 +430,10 @@ TEST_CASE("Stress: cursor churn while producers publish leaves no registry memor
     Ring ring(options, Alloc(&stats));
     auto anchor = ring.add_cursor();
     Tracked t;
-    auto settle = [&] {  // one more cursor in and out, then the anchor reads everything
-      { auto c = ring.add_cursor(); }
+    auto settle = [&] {  // the anchor reads everything, then one more cursor comes and goes
       while (anchor.try_read(t)) {
       }
+      { auto c = ring.add_cursor(); }
     };
     {
       std::vector<Tracked> warm;

@@ -1032,6 +1032,8 @@ class BroadcastRing {
       RegistryLock lock(*this);
       (void)drain_departed_locked();
     }
+    // If this was the slowest cursor, the blocks only it held back go now, not at the next crossing.
+    request_maintenance();
     notify_producers();
   }
 
