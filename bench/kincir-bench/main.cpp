@@ -14,22 +14,24 @@
 #include <sys/utsname.h>  // uname: kernel
 #include <unistd.h>       // isatty, gethostname
 
-#include <algorithm>  // std::sort, std::max
-#include <cmath>      // std::isnan
-#include <cstdio>     // std::FILE, stderr
-#include <cstdlib>    // getloadavg, std::strtoul
-#include <ctime>      // gmtime_r
-#include <exception>  // std::exception
-#include <fstream>    // /proc files
-#include <limits>     // quiet_NaN
-#include <map>        // counters
-#include <optional>   // optional numbers
-#include <regex>      // --filter
-#include <string>     // text
-#include <thread>     // hardware_concurrency
-#include <utility>    // std::pair
-#include <vector>     // results
+#include <algorithm>    // std::sort, std::max
+#include <cmath>        // std::isnan
+#include <cstdio>       // std::FILE, stderr
+#include <cstdlib>      // getloadavg, std::strtoul
+#include <ctime>        // gmtime_r
+#include <exception>    // std::exception
+#include <fstream>      // /proc files
+#include <limits>       // quiet_NaN
+#include <map>          // counters
+#include <optional>     // optional numbers
+#include <regex>        // --filter
+#include <string>       // text
+#include <string_view>  // --child arguments
+#include <thread>       // hardware_concurrency
+#include <utility>      // std::pair
+#include <vector>       // results
 
+#include "guide.hpp"
 #include "workloads.hpp"
 
 #ifndef KINCIR_BENCH_BUILD_TYPE
@@ -235,7 +237,38 @@ struct Result {
     const double bytes = counter(kPayloadBytes);
     return std::isnan(bytes) ? kNaN : bytes / time();
   }
+
+  /// A peer's runs of this row (the guide's workloads), if it ran.
+  [[nodiscard]] const std::vector<double>* peer_seconds(Impl peer) const {
+    const auto it = counters.find(std::string(impl_name(peer)) + kPeerSecondsSuffix);
+    return it == counters.end() || it->second.size() != seconds.size() ? nullptr : &it->second;
+  }
+  [[nodiscard]] double peer_time(Impl peer) const {
+    const auto* s = peer_seconds(peer);
+    return s == nullptr ? kNaN : median(*s);
+  }
+  [[nodiscard]] double peer_rate(Impl peer) const {
+    const auto* s = peer_seconds(peer);
+    if (s == nullptr) return kNaN;
+    std::vector<double> rates;
+    for (std::size_t i = 0; i < s->size(); ++i) rates.push_back(this->rates[i] * seconds[i] / (*s)[i]);
+    return median(rates);
+  }
+  [[nodiscard]] double peer_peak(Impl peer) const {
+    return counter_max(std::string(impl_name(peer)) + kPeerPeakSuffix);
+  }
+  /// kincir's rate divided by the peer's, the median of the per-repetition ratios (both ran in
+  /// the same repetition, so load hits both alike).
+  [[nodiscard]] double ratio(Impl peer) const {
+    const auto* s = peer_seconds(peer);
+    if (s == nullptr) return kNaN;
+    std::vector<double> r;
+    for (std::size_t i = 0; i < s->size(); ++i) r.push_back((*s)[i] / seconds[i]);
+    return median(r);
+  }
 };
+
+constexpr Impl kPeers[] = {Impl::zeromq, Impl::mutex};
 
 const char* unit_name(Unit u) {
   switch (u) {
@@ -362,12 +395,20 @@ std::string note(const Result& r) {
   return {};
 }
 
+std::string ratio_text(double ratio) { return std::isnan(ratio) ? "" : fmt::format("{:.2f}x", ratio); }
+
 void print_table(const std::vector<Result>& results, int repetitions) {
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"workload", "rate", "time/run", "p50", "p99", "peak mem", "note"});
+  rows.push_back({"workload", "rate", "time/run", "p50", "p99", "peak mem", "vs ZeroMQ", "vs mutex", "note"});
   for (const auto& r : results) {
     rows.push_back({r.workload->name, rate_text(r), duration(r.time()), latency_text(r.counter(kP50)),
-                    latency_text(r.counter(kP99)), memory_text(r.counter_max(kPeakBytes)), note(r)});
+                    latency_text(r.counter(kP99)), memory_text(r.counter_max(kPeakBytes)),
+                    ratio_text(r.ratio(Impl::zeromq)), ratio_text(r.ratio(Impl::mutex)), note(r)});
+    for (const Impl peer : kPeers) {
+      if (r.failed || r.peer_seconds(peer) == nullptr) continue;
+      rows.push_back({std::string("  ") + impl_name(peer), si(r.peer_rate(peer)) + " " + unit_name(r.workload->unit),
+                      duration(r.peer_time(peer)), "-", "-", memory_text(r.peer_peak(peer)), "", "", impl_label(peer)});
+    }
   }
   std::vector<std::size_t> width(rows.front().size(), 0);
   for (const auto& row : rows)
@@ -392,8 +433,10 @@ void print_table(const std::vector<Result>& results, int repetitions) {
   for (std::size_t i = 1; i < rows.size(); ++i) line(rows[i]);
   fmt::print(
       "medians of {} runs; time/run = the timed part of one run; peak mem = heap growth during it "
-      "(beyond the input messages)\n",
-      repetitions);
+      "(beyond the input messages)\n"
+      "vs ZeroMQ, vs mutex = kincir's rate / the peer's, median of the per-run ratios (each run measures kincir and "
+      "its peers, in rotating order); cold/ = once per fresh process{}\n",
+      repetitions, impl_available(Impl::zeromq) ? "" : "; ZeroMQ: not built in (install libzmq3-dev cppzmq-dev)");
 }
 
 /// One line of DESIGN.md §9.
@@ -413,22 +456,49 @@ const Result* find(const std::vector<Result>& results, const std::string& name) 
   return nullptr;
 }
 
+std::string ratio_measured(double ratio, const Result& r, Impl peer) {
+  return fmt::format("{:.2f}x ({} vs {})", ratio, si(r.rate()), si(r.peer_rate(peer)));
+}
+
 std::vector<Target> targets(const std::vector<Result>& results) {
   std::vector<Target> t;
-  if (const Result* r = find(results, "simple/publish")) {
-    t.push_back({"simple/publish", "publish 100 000 x 1 KiB in one batch", "0.8-1.8 M msg/s", ">= 50 M msg/s",
-                 r->rate(), si(r->rate()) + " msg/s", r->rate() >= 50e6});
-    const double peak = r->counter_max(kPeakBytes);
-    t.push_back({"simple/publish", "peak memory beyond the input batch", "+66 to +220 MB", "<= +16 MB", peak,
-                 memory_text(peak), peak <= 16e6});
+  // The guide's workloads, as ratios to ZeroMQ measured in the same runs.
+  const auto versus_zeromq = [&](const char* name, const char* what, double at_least) {
+    const Result* r = find(results, name);
+    if (r == nullptr) return;
+    const double ratio = r->ratio(Impl::zeromq);
+    if (std::isnan(ratio)) return;
+    t.push_back({name, what, "ZeroMQ inproc", fmt::format(">= {:g}x ZeroMQ", at_least), ratio,
+                 ratio_measured(ratio, *r, Impl::zeromq), ratio >= at_least});
+  };
+  versus_zeromq("cold/simple/publish", "simple publish, fresh process", 30);
+  versus_zeromq("simple/publish", "simple publish, warm", 30);
+  versus_zeromq("cold/simple/receive", "simple receive(), fresh process", 3);
+  versus_zeromq("simple/receive", "simple receive(), warm", 3);
+  versus_zeromq("cold/concurrent", "concurrent, fresh process, built in the loop", 2);
+  versus_zeromq("concurrent", "concurrent, warm, prebuilt", 2);
+  for (const char* name : {"cold/simple/publish", "simple/publish"}) {
+    if (const Result* r = find(results, name)) {
+      const double ours = r->counter_max(kPeakBytes);
+      const double theirs = r->peer_peak(Impl::zeromq);
+      if (std::isnan(theirs) || theirs <= 0) continue;
+      t.push_back({name, std::string("peak memory beyond the input, ") + (name[0] == 'c' ? "fresh process" : "warm"),
+                   "ZeroMQ inproc", "<= 0.15x ZeroMQ", ours / theirs,
+                   fmt::format("{:.2f}x ({} vs {})", ours / theirs, memory_text(ours), memory_text(theirs)),
+                   ours / theirs <= 0.15});
+    }
   }
-  if (const Result* r = find(results, "simple/receive")) {
-    t.push_back({"simple/receive", "100 000 receive()", "2.0-2.5 M msg/s", ">= 50 M msg/s", r->rate(),
-                 si(r->rate()) + " msg/s", r->rate() >= 50e6});
+  if (const Result* r = find(results, "simple/poll")) {
+    t.push_back({"simple/poll", "simple, poll() in batches, warm", "-", ">= 60 M msg/s", r->rate(),
+                 si(r->rate()) + " msg/s", r->rate() >= 60e6});
   }
-  if (const Result* r = find(results, "concurrent")) {
-    t.push_back({"concurrent", "10 x 10 000 publishes, 5 subscribers get all", "0.59-0.80 s wall", "<= 25 ms",
-                 r->time(), duration(r->time()), r->time() <= 25e-3});
+  if (const Result* one = find(results, "fanout/1->1")) {
+    for (const auto& r : results) {
+      if (r.failed || r.workload->group != "group") continue;
+      const double ratio = r.rate() / one->rate();
+      t.push_back({r.workload->name, r.workload->name + " vs fanout/1->1", "-", ">= 0.8x 1->1", ratio,
+                   fmt::format("{:.2f}x ({} vs {})", ratio, si(r.rate()), si(one->rate())), ratio >= 0.8});
+    }
   }
   if (const Result* r = find(results, "latency/spinning")) {
     const double p50 = r->counter(kP50);
@@ -457,7 +527,7 @@ std::vector<Target> targets(const std::vector<Result>& results) {
 
 void print_targets(const std::vector<Target>& t) {
   if (t.empty()) return;
-  fmt::print("\nAgainst DESIGN.md section 9 (reference = the Rust library the guide documents):\n");
+  fmt::print("\nAgainst the performance targets (ratios: kincir / the peer in the same runs):\n");
   std::size_t w0 = 0;
   std::size_t w1 = 0;
   for (const auto& x : t) {
@@ -465,8 +535,8 @@ void print_targets(const std::vector<Target>& t) {
     w1 = std::max(w1, x.measured_text.size());
   }
   for (const auto& x : t) {
-    fmt::print("  {:<{}}  {:>{}}  target {:<20} reference {:<18} {}\n", x.what, w0, x.measured_text, w1, x.target,
-               x.reference, x.met ? "met" : "MISSED");
+    fmt::print("  {:<{}}  {:>{}}  target {:<18} {}\n", x.what, w0, x.measured_text, w1, x.target,
+               x.met ? "met" : "MISSED");
   }
 }
 
@@ -520,8 +590,31 @@ bool write_json(const std::string& path, const Options& o, const Context& contex
                      number(r.counter(kP99)), number(r.counter(kP999)), number(r.counter_max(kMax)));
     j += fmt::format("\"peak_bytes\": {}, \"payload_bytes_per_s\": {}, \"overhead\": {}, ",
                      number(r.counter_max(kPeakBytes)), number(r.payload_rate()), number(r.counter(kOverhead)));
-    j += fmt::format("\"runs\": {{\"time_s\": {}, \"rate\": {}}}}}{}\n", numbers(r.seconds), numbers(r.rates),
-                     i + 1 == results.size() ? "" : ",");
+    j += fmt::format("\"ratio_zeromq\": {}, \"ratio_mutex\": {}, ", number(r.ratio(Impl::zeromq)),
+                     number(r.ratio(Impl::mutex)));
+    j += fmt::format("\"runs\": {{\"time_s\": {}, \"rate\": {}}}}}", numbers(r.seconds), numbers(r.rates));
+    // The peers measured in the same runs: rows of their own, named "<row> [<peer>]".
+    for (const Impl peer : kPeers) {
+      const std::vector<double>* peer_s = r.failed ? nullptr : r.peer_seconds(peer);
+      if (peer_s == nullptr) continue;
+      std::vector<double> rates;
+      for (std::size_t k = 0; k < peer_s->size(); ++k) rates.push_back(r.rates[k] * r.seconds[k] / (*peer_s)[k]);
+      j += ",\n    {";
+      j += fmt::format(
+          "\"name\": {}, \"group\": {}, \"title\": {}, \"unit\": {}, \"message_size\": {}, \"peer\": {}, \"of\": {}, ",
+          quoted(w.name + " [" + impl_name(peer) + "]"), quoted("peer:" + w.group), quoted(impl_label(peer)),
+          quoted(unit_name(w.unit)), w.message_size, quoted(impl_name(peer)), quoted(w.name));
+      j += fmt::format(
+          "\"failed\": false, \"error\": \"\", \"rate\": {}, \"time_s\": {}, \"messages\": {}, \"deliveries\": {}, ",
+          number(r.peer_rate(peer)), number(r.peer_time(peer)), number(r.counter(kMessages)),
+          number(r.counter(kDeliveries)));
+      j += fmt::format(
+          "\"p50_ns\": null, \"p99_ns\": null, \"p999_ns\": null, \"max_ns\": null, \"peak_bytes\": {}, "
+          "\"payload_bytes_per_s\": null, \"overhead\": null, ",
+          number(r.peer_peak(peer)));
+      j += fmt::format("\"runs\": {{\"time_s\": {}, \"rate\": {}}}}}", numbers(*peer_s), numbers(rates));
+    }
+    j += i + 1 == results.size() ? "\n" : ",\n";
   }
   j += "  ],\n  \"targets\": [\n";
   for (std::size_t i = 0; i < t.size(); ++i) {
@@ -563,6 +656,22 @@ std::size_t on_repetition_start() {
 
 int main(int argc, char** argv) {
   using namespace kincir_bench;
+  // `--child WORKLOAD IMPL`: one run of a guide workload in this fresh process (the cold rows
+  // start one per run); prints "publish_s receive_s seconds peak_bytes".
+  if (argc == 4 && std::string_view(argv[1]) == "--child") {
+    try {
+      for (const Impl impl : kImpls) {
+        if (std::string_view(argv[3]) != impl_name(impl)) continue;
+        const GuideResult r = guide_run(argv[2], impl);
+        fmt::print("{:.9g} {:.9g} {:.9g} {:.9g}\n", r.publish_s, r.receive_s, r.seconds, r.peak_bytes);
+        return 0;
+      }
+      fmt::print(stderr, "kincir-bench --child: unknown implementation {}\n", argv[3]);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "kincir-bench --child {} {}: {}\n", argv[2], argv[3], e.what());
+    }
+    return 1;
+  }
   std::vector<char*> benchmark_args{argv[0]};
   const std::optional<Options> parsed = parse(argc, argv, benchmark_args);
   if (!parsed) return 2;

@@ -3,17 +3,21 @@
 // whose point is the cost of a message of that size from construction to receipt).
 #include "workloads.hpp"
 
+#include "guide.hpp"
+
 #include <benchmark/benchmark.h>
 #include <kincir/batch.hpp>
 #include <kincir/kincir.hpp>
 #include <kincir/metrics.hpp>
 
-#include <malloc.h>     // mallinfo2: heap bytes in use
+#include <unistd.h>  // readlink
+
 #include <algorithm>    // std::sort
 #include <atomic>       // peak heap, group counters, latency hand-off
 #include <chrono>       // timing
 #include <cmath>        // std::ceil
 #include <cstdint>      // std::int64_t
+#include <cstdio>       // popen: runs of a fresh process
 #include <cstring>      // std::memcpy
 #include <optional>     // try_receive results
 #include <string>       // metadata, names
@@ -25,7 +29,6 @@
 namespace kincir_bench {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 using kincir::Message;
 using kincir::memory::BrokerConfig;
 using kincir::memory::InMemoryBroker;
@@ -40,57 +43,7 @@ const bool kThreadsStarted = [] {
   return true;
 }();
 
-constexpr std::size_t kGuideCount = 100'000;  // the guide's simple test
-constexpr std::size_t kGuideSize = 1024;
 constexpr const char* kTopic = "benchmark";
-
-double seconds_since(clock_type::time_point start) {
-  return std::chrono::duration<double>(clock_type::now() - start).count();
-}
-
-/// Heap bytes in use, every glibc arena.
-std::size_t heap_in_use() noexcept {
-  const struct mallinfo2 info = mallinfo2();
-  return info.uordblks + info.hblkhd;
-}
-
-/// Peak heap growth above the moment of construction, sampled at every `sample()` and, when
-/// asked, every millisecond by a background thread (cheap: one mallinfo2 per sample).
-class HeapProbe {
- public:
-  explicit HeapProbe(bool background) : baseline_(heap_in_use()), peak_(baseline_) {
-    if (background) {
-      sampler_ = std::jthread([this](const std::stop_token& stop) {
-        while (!stop.stop_requested()) {
-          sample();
-          std::this_thread::sleep_for(1ms);
-        }
-      });
-    }
-  }
-
-  void sample() noexcept {
-    const std::size_t now = heap_in_use();
-    std::size_t peak = peak_.load(std::memory_order_relaxed);
-    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-    }
-  }
-
-  /// Stops sampling; the peak growth in bytes.
-  double finish() {
-    if (sampler_.joinable()) {
-      sampler_.request_stop();
-      sampler_.join();
-    }
-    sample();
-    return static_cast<double>(peak_.load(std::memory_order_relaxed) - baseline_);
-  }
-
- private:
-  std::size_t baseline_;
-  std::atomic<std::size_t> peak_;
-  std::jthread sampler_;  // last: stopped before the members it reads go away
-};
 
 /// The guide's message: a zeroed payload and an "id" metadata entry (the payload is a
 /// std::string rather than the guide's Vec<u8>: both are adopted without a copy).
@@ -173,20 +126,114 @@ SimpleResult simple_test(const Metrics& metrics) {
   return r;
 }
 
-void simple_publish(benchmark::State& state) {
-  on_repetition_start();
+// --- the guide's workloads next to ZeroMQ and the mutex queues ---------------------------------
+
+/// Which part of a guide run a row times.
+enum class Part : std::uint8_t { publish, receive, whole };
+
+double part_seconds(const GuideResult& r, Part part) noexcept {
+  switch (part) {
+    case Part::publish: return r.publish_s;
+    case Part::receive: return r.receive_s;
+    case Part::whole: return r.seconds;
+  }
+  return 0;
+}
+
+/// The path of this program, to start it again.
+std::string self_path() {
+  std::string path(4096, '\0');
+  const ssize_t n = readlink("/proc/self/exe", path.data(), path.size() - 1);
+  check(n > 0, "cannot find /proc/self/exe");
+  path.resize(static_cast<std::size_t>(n));
+  return path;
+}
+
+/// Runs `workload` once in a fresh process (`kincir-bench --child WORKLOAD IMPL`), as a user runs
+/// the guide's program: nothing allocated, faulted in or cached by an earlier run.
+GuideResult run_in_fresh_process(const std::string& workload, Impl impl) {
+  const std::string command = "'" + self_path() + "' --child " + workload + " " + impl_name(impl);
+  std::FILE* child = popen(command.c_str(), "r");
+  check(child != nullptr, "cannot start a child process");
+  GuideResult r;
+  const int fields = std::fscanf(child, "%lf %lf %lf %lf", &r.publish_s, &r.receive_s, &r.seconds, &r.peak_bytes);
+  const int status = pclose(child);
+  check(fields == 4 && status == 0, "a child run failed");
+  return r;
+}
+
+/// One repetition of a guide row: kincir and every peer built in, each once, in an order rotated
+/// from one repetition to the next (so no implementation always runs first on a machine that
+/// warms up or slows down). Sets kincir's time as the iteration time and, for each peer P, the
+/// counters `P_s` (its time) and `P_peak`.
+template <class Run>
+void guide_repetition(benchmark::State& state, std::size_t rep, bool peers, Part part, Run&& run) {
+  std::vector<Impl> order;
+  for (const Impl impl : kImpls)
+    if (impl_available(impl) && (peers || impl == Impl::kincir)) order.push_back(impl);
+  std::rotate(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(rep % order.size()), order.end());
+  for (const Impl impl : order) {
+    const GuideResult r = run(impl);
+    const double seconds = part_seconds(r, part);
+    if (impl == Impl::kincir) {
+      state.SetIterationTime(seconds);
+      set_counter(state, kPeakBytes, r.peak_bytes);
+    } else {
+      set_counter(state, (std::string(impl_name(impl)) + kPeerSecondsSuffix).c_str(), seconds);
+      set_counter(state, (std::string(impl_name(impl)) + kPeerPeakSuffix).c_str(), r.peak_bytes);
+    }
+  }
+}
+
+void guide_simple(benchmark::State& state, Part part, bool fresh_process) {
+  const std::size_t rep = on_repetition_start();
   for (auto _ : state) {
-    const SimpleResult r = simple_test({});
-    state.SetIterationTime(r.publish_s);
-    set_counter(state, kPeakBytes, r.peak_bytes);
+    guide_repetition(state, rep, true, part, [fresh_process](Impl impl) {
+      return fresh_process ? run_in_fresh_process("simple", impl) : simple_run(impl);
+    });
   }
   set_counts(state, kGuideCount, kGuideCount);
 }
 
-void simple_receive(benchmark::State& state) {
+/// The simple test's receive side through `poll`: the caller's function sees each message in
+/// place (batches of 256), nothing is handed out or destroyed by the caller.
+void simple_poll(benchmark::State& state) {
   on_repetition_start();
-  for (auto _ : state) state.SetIterationTime(simple_test({}).receive_s);
+  for (auto _ : state) {
+    InMemoryBroker broker;
+    InMemoryPublisher publisher(broker);
+    InMemorySubscriber subscriber(broker);
+    subscriber.subscribe(kTopic);
+    publisher.publish(kTopic, make_messages(kGuideCount, kGuideSize));
+    std::size_t seen = 0;
+    std::size_t bad = 0;
+    const auto start = clock_type::now();
+    while (seen < kGuideCount) {
+      seen += subscriber.poll(256, [&bad](const Message& m) { bad += m.payload.size() != kGuideSize ? 1 : 0; });
+    }
+    state.SetIterationTime(seconds_since(start));
+    check(bad == 0, "poll: wrong payload size");
+  }
   set_counts(state, kGuideCount, kGuideCount);
+}
+
+void guide_concurrent(benchmark::State& state, bool fresh_process) {
+  const std::size_t rep = on_repetition_start();
+  for (auto _ : state) {
+    guide_repetition(state, rep, true, Part::whole, [fresh_process](Impl impl) {
+      return fresh_process ? run_in_fresh_process("concurrent", impl) : concurrent_run(impl, false);
+    });
+  }
+  set_counts(state, 100'000, 500'000);
+}
+
+void guide_fanout(benchmark::State& state, int subscribers, bool peers) {
+  const std::size_t rep = on_repetition_start();
+  for (auto _ : state) {
+    guide_repetition(state, rep, peers, Part::whole,
+                     [subscribers](Impl impl) { return fanout_run(impl, subscribers); });
+  }
+  set_counts(state, kGuideCount, static_cast<double>(kGuideCount) * subscribers);
 }
 
 // --- the guide's concurrent test --------------------------------------------------------------
@@ -242,17 +289,6 @@ TimedResult concurrent_test(const ConcurrentShape& shape, const Metrics& metrics
   for (auto& t : threads) t.join();
   const double seconds = seconds_since(start);
   return {seconds, probe.finish()};
-}
-
-void concurrent(benchmark::State& state, ConcurrentShape shape) {
-  on_repetition_start();
-  for (auto _ : state) {
-    const TimedResult r = concurrent_test(shape, {});
-    state.SetIterationTime(r.seconds);
-    set_counter(state, kPeakBytes, r.peak_bytes);
-  }
-  const double messages = static_cast<double>(shape.publishers) * shape.per_publisher;
-  set_counts(state, messages, messages * shape.subscribers);
 }
 
 // --- one publisher thread, subscriber threads: fan-out, groups, batch sizes --------------------
@@ -493,21 +529,28 @@ std::vector<Workload> make_workloads() {
     w.push_back(Workload{std::move(name), std::move(group), std::move(title), unit, size, tier, std::move(run)});
   };
 
-  add("simple/publish", "simple", "guide: 100 000 x 1 KiB, one publish of the whole batch", Unit::messages, kGuideSize,
-      Tier::quick, simple_publish);
-  add("simple/receive", "simple", "guide: then 100 000 receive() calls", Unit::messages, kGuideSize, Tier::quick,
-      simple_receive);
-  add("concurrent", "concurrent", "guide: 10 publishers x 10 000 single publishes, 5 subscribers get all 100 000",
-      Unit::deliveries, 0, Tier::quick, [](benchmark::State& s) { concurrent(s, {}); });
+  add("simple/publish", "simple", "guide: 100 000 x 1 KiB + id metadata, one publish of the whole batch (warm)",
+      Unit::messages, kGuideSize, Tier::quick, [](benchmark::State& s) { guide_simple(s, Part::publish, false); });
+  add("simple/receive", "simple", "guide: then 100 000 receive(), each message destroyed (warm)", Unit::messages,
+      kGuideSize, Tier::quick, [](benchmark::State& s) { guide_simple(s, Part::receive, false); });
+  add("simple/poll", "simple", "the same receives through poll(256, fn): messages seen in place (warm)", Unit::messages,
+      kGuideSize, Tier::quick, simple_poll);
+  add("cold/simple/publish", "cold", "the same, once in a fresh process: the publish", Unit::messages, kGuideSize,
+      Tier::quick, [](benchmark::State& s) { guide_simple(s, Part::publish, true); });
+  add("cold/simple/receive", "cold", "the same, once in a fresh process: the receives", Unit::messages, kGuideSize,
+      Tier::quick, [](benchmark::State& s) { guide_simple(s, Part::receive, true); });
+  add("concurrent", "concurrent",
+      "guide: 10 publishers x 10 000 single publishes (prebuilt), 5 subscribers get all 100 000 (warm)",
+      Unit::deliveries, 0, Tier::quick, [](benchmark::State& s) { guide_concurrent(s, false); });
+  add("cold/concurrent", "cold", "guide: the same once in a fresh process, each message built in the publisher's loop",
+      Unit::deliveries, 0, Tier::quick, [](benchmark::State& s) { guide_concurrent(s, true); });
 
   for (const int subscribers : {1, 4, 16, 64}) {
-    PipelineShape shape;
-    shape.subscribers = subscribers;
     add("fanout/1->" + std::to_string(subscribers), "fanout",
         "1 publisher (batches of 64) -> " + std::to_string(subscribers) + " subscribers, each gets all 100 000 x 1 KiB",
         Unit::deliveries, kGuideSize,
         subscribers == 4 ? Tier::quick : (subscribers == 64 ? Tier::full : Tier::standard),
-        [shape](benchmark::State& s) { pipeline(s, shape); });
+        [subscribers](benchmark::State& s) { guide_fanout(s, subscribers, subscribers == 4); });
   }
 
   for (const int members : {2, 4, 8}) {

@@ -49,6 +49,9 @@ inline constexpr const char* kP999 = "p999_ns";
 inline constexpr const char* kMax = "max_ns";
 inline constexpr const char* kPayloadBytes = "payload_bytes";
 inline constexpr const char* kOverhead = "overhead";
+/// A peer's counters on a guide row: `<peer>_s`, its timed part, and `<peer>_peak`.
+inline constexpr const char* kPeerSecondsSuffix = "_s";
+inline constexpr const char* kPeerPeakSuffix = "_peak";
 
 /// Called by each workload at the start of a repetition: shows progress, returns the index of
 /// the repetition (0, 1, ...).
