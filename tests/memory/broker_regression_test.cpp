@@ -5,14 +5,17 @@
 #include <kincir/memory/publisher.hpp>
 #include <kincir/memory/subscriber.hpp>
 
-#include <asio/bind_executor.hpp>  // handler executors
-#include <asio/io_context.hpp>     // the executor of async_receive
-#include <atomic>                  // flags across threads
-#include <chrono>                  // timeouts, TTLs
-#include <memory>                  // std::make_unique
-#include <string>                  // payloads
-#include <thread>                  // racing threads
-#include <vector>                  // batches
+#include <asio/bind_cancellation_slot.hpp>  // cancelling from another thread
+#include <asio/bind_executor.hpp>           // handler executors
+#include <asio/cancellation_signal.hpp>     // cancelling from another thread
+#include <asio/io_context.hpp>              // the executor of async_receive
+#include <asio/post.hpp>                    // emitting on the io thread
+#include <atomic>                           // flags across threads
+#include <chrono>                           // timeouts, TTLs
+#include <memory>                           // std::make_unique
+#include <string>                           // payloads
+#include <thread>                           // racing threads
+#include <vector>                           // batches
 
 #include "memory/broker_test_support.hpp"
 #include "support/catch.hpp"
@@ -90,6 +93,77 @@ TEST_CASE("unsubscribe completes a pending async_receive and forgets the old top
     io.restart();
     io.run();
     CHECK(got == "new");
+  }
+}
+
+TEST_CASE("a subscribe that fails leaves a pending async_receive waiting on the old topic", "[broker][async]") {
+  BrokerConfig c = quiet_config();
+  c.max_subscribers_per_topic = 1;
+  c.max_topics = 2;
+  InMemoryBroker broker(c);
+  InMemoryPublisher publisher(broker);
+  InMemorySubscriber full(broker);
+  full.subscribe("full");
+  asio::io_context io;
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("mine");
+  int calls = 0;
+  std::error_code result;
+  std::string got;
+  subscriber.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message& m) {
+    result = ec;
+    got = std::string(m.payload.view());
+    ++calls;
+  }));
+  io.poll();
+  std::error_code ec;
+  subscriber.subscribe("full", ec);
+  CHECK(ec == errc::too_many_subscribers);
+  subscriber.subscribe("third", ec);
+  CHECK(ec == errc::too_many_topics);
+  subscriber.subscribe("", ec);
+  CHECK(ec == errc::invalid_topic);
+  io.poll();
+  CHECK(calls == 0);  // still waiting, as before the failed calls
+  publisher.publish("mine", text("arrives"));
+  io.run();
+  CHECK(calls == 1);
+  CHECK_FALSE(result);
+  CHECK(got == "arrives");
+}
+
+TEST_CASE("cancelling an async_receive from another thread while its owner switches topics", "[broker][async][race]") {
+  // The cancellation signal is emitted on the io thread while the owner subscribes, unsubscribes
+  // and publishes: every operation completes exactly once, and (under ThreadSanitizer) nothing
+  // touches the subscription unsynchronised.
+  InMemoryBroker broker(quiet_config());
+  InMemoryPublisher publisher(broker);
+  InMemorySubscriber subscriber(broker);
+  constexpr int kRounds = 300;
+  for (int round = 0; round < kRounds; ++round) {
+    asio::io_context io;
+    asio::cancellation_signal signal;
+    std::atomic<int> calls{0};
+    subscriber.subscribe(round % 2 == 0 ? "a" : "b");
+    subscriber.async_receive(asio::bind_cancellation_slot(
+        signal.slot(), asio::bind_executor(io, [&](std::error_code, const Message&) { calls.fetch_add(1); })));
+    std::thread io_thread([&] {
+      asio::post(io, [&] { signal.emit(asio::cancellation_type::all); });
+      io.run();
+    });
+    switch (round % 3) {
+      case 0: subscriber.subscribe(round % 2 == 0 ? "b" : "a"); break;
+      case 1: subscriber.unsubscribe(); break;
+      default: publisher.publish(round % 2 == 0 ? "a" : "b", text("m")); break;
+    }
+    io_thread.join();  // run() returns: the operation completed and let go of its work guard
+    CHECK(calls.load() == 1);
+    // The subscription works afterwards, whichever side won.
+    subscriber.subscribe("c");
+    publisher.publish("c", text("next"));
+    const auto next = subscriber.receive_for(5s);
+    REQUIRE(next);
+    CHECK(next->payload.view() == "next");
   }
 }
 

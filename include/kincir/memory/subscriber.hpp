@@ -11,16 +11,16 @@
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/detail/subscriber_core.hpp>
 
-#include <atomic>        // async completion flag
+#include <atomic>        // std::atomic_thread_fence
 #include <chrono>        // receive_for
 #include <cstddef>       // std::size_t
 #include <memory>        // std::shared_ptr
-#include <mutex>         // one async attempt at a time
+#include <mutex>         // std::lock_guard on the subscriber's async mutex
 #include <optional>      // try_receive
 #include <span>          // batch settlement
 #include <string_view>   // topics
 #include <system_error>  // std::error_code
-#include <utility>       // std::pair
+#include <utility>       // std::pair, std::exchange
 #include <vector>        // batches
 
 #if KINCIR_HAS_ASIO
@@ -38,8 +38,13 @@ namespace kincir::memory {
 namespace detail {
 
 /// One `async_receive`: tries the subscriber, otherwise waits on the topic's async waiter list.
+/// Everything it does runs under the subscriber's `async_mutex()`, so an attempt (on the handler's
+/// executor), a cancellation (on the thread that emits it) and the owner's subscribe or
+/// unsubscribe never overlap, and the cursor keeps a single reader at a time.
 template <class Handler>
-class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<ReceiveOp<Handler>> {
+class ReceiveOp final : public AsyncWaiter,
+                        public PendingReceive,
+                        public std::enable_shared_from_this<ReceiveOp<Handler>> {
  public:
   ReceiveOp(std::shared_ptr<SubscriberCore> core, Handler handler)
       : core_(std::move(core)),
@@ -53,8 +58,9 @@ class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<
         if (auto self = weak.lock()) self->cancel();
       });
     }
-    core_->set_pending(this->weak_from_this());
-    attempt();
+    const std::lock_guard lock(core_->async_mutex());
+    core_->set_pending_locked(this->weak_from_this());
+    attempt_locked();
   }
 
   void notify() noexcept override {
@@ -62,31 +68,45 @@ class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<
   }
 
   void cancel() override {
-    const std::lock_guard lock(mutex_);
-    if (const auto& topic = core_->topic()) topic->remove_async_waiter(this);
-    complete(asio::error::operation_aborted, Message{});
+    const std::lock_guard lock(core_->async_mutex());
+    abort_locked();
+  }
+
+  void abort_locked() override {
+    unregister_locked();
+    complete_locked(asio::error::operation_aborted, Message{});
   }
 
  private:
   void attempt() {
-    // One attempt at a time: a notify can post a retry while another attempt still runs (on a
-    // multi-threaded executor), and the subscriber's cursor has a single reader.
-    const std::lock_guard lock(mutex_);
-    if (done_.load(std::memory_order_acquire)) return;
+    const std::lock_guard lock(core_->async_mutex());
+    attempt_locked();
+  }
+
+  void attempt_locked() {
+    if (done_) return;
     Requeued r;
     std::error_code ec;
-    if (core_->try_next(r, ec) || ec) return complete(ec, std::move(r.message));
+    if (core_->try_next(r, ec) || ec) return complete_locked(ec, std::move(r.message));
     // Register, then look again: a publish between the two is seen by one side or the other.
-    core_->topic()->add_async_waiter(this->shared_from_this());
+    registered_ = core_->topic();
+    registered_->add_async_waiter(this->shared_from_this());
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the publisher's fence
     if (core_->try_next(r, ec) || ec) {
-      core_->topic()->remove_async_waiter(this);
-      complete(ec, std::move(r.message));
+      unregister_locked();
+      complete_locked(ec, std::move(r.message));
     }
   }
 
-  void complete(std::error_code ec, Message message) {
-    if (done_.exchange(true, std::memory_order_acq_rel)) return;
+  /// Takes this operation off the topic it registered on (a publish may have taken it off already).
+  void unregister_locked() {
+    if (registered_) registered_->remove_async_waiter(this);
+    registered_.reset();
+  }
+
+  void complete_locked(std::error_code ec, Message message) {
+    if (std::exchange(done_, true)) return;
+    core_->clear_pending_locked(this);
     auto executor = work_.get_executor();
     asio::post(executor, [handler = std::move(handler_), ec, message = std::move(message)]() mutable {
       std::move(handler)(ec, std::move(message));
@@ -97,8 +117,8 @@ class ReceiveOp final : public AsyncWaiter, public std::enable_shared_from_this<
   std::shared_ptr<SubscriberCore> core_;
   Handler handler_;
   asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
-  std::mutex mutex_;  // serialises attempt() and cancel()
-  std::atomic<bool> done_{false};
+  std::shared_ptr<Topic> registered_;  // the topic whose waiter list holds this operation
+  bool done_ = false;                  // all members: under the core's async_mutex()
 };
 
 }  // namespace detail
@@ -123,14 +143,15 @@ class InMemorySubscriber {
   /// Leaves the topic (a pending `async_receive` completes with `operation_aborted`); the
   /// subscriber no longer holds publishers back.
   ~InMemorySubscriber() {
-    // Cancels a pending receive first (waiting for a running attempt; later ones see the op
-    // completed); even if an op still holds the core, the cursor goes now.
+    // Aborts a pending receive first (after a running attempt; later ones see the op completed);
+    // even if an op still holds the core, the cursor goes now.
     if (core_) core_->unsubscribe();
   }
 
   /// Subscribes to `topic`, leaving any previous subscription (a pending `async_receive`
   /// completes with `operation_aborted`). Errors: `invalid_topic`, `too_many_topics`,
-  /// `too_many_subscribers`, `broker_shutdown`; on error the previous subscription is kept.
+  /// `too_many_subscribers`, `broker_shutdown`; on error the previous subscription is kept, and a
+  /// pending `async_receive` keeps waiting on it.
   void subscribe(std::string_view topic, std::error_code& ec) { core_->subscribe(topic, {}, ec); }
   void subscribe(std::string_view topic) {
     std::error_code ec;

@@ -13,6 +13,7 @@
 #include <chrono>              // deadlines
 #include <condition_variable>  // the ack window
 #include <cstdint>             // tags
+#include <functional>          // std::less (lock order)
 #include <iterator>            // std::back_inserter
 #include <memory>              // std::shared_ptr
 #include <mutex>               // ack state
@@ -20,12 +21,24 @@
 #include <string>              // group names
 #include <string_view>         // topics
 #include <unordered_map>       // unacked deliveries
+#include <utility>             // std::swap
 #include <vector>              // read-ahead buffer
 
 namespace kincir::memory::detail {
 
 /// How a delivery is settled.
 enum class Settlement { ack, requeue, reject };
+
+/// A subscriber's pending asynchronous receive, as its subscriber sees it.
+class PendingReceive {
+ public:
+  /// Completes the operation with `operation_aborted` if it has not completed yet. Requires the
+  /// subscriber's `async_mutex()`.
+  virtual void abort_locked() = 0;
+
+ protected:
+  ~PendingReceive() = default;
+};
 
 class SubscriberCore final : public Wakeable {
  public:
@@ -55,16 +68,23 @@ class SubscriberCore final : public Wakeable {
   }
   [[nodiscard]] std::uint64_t lost() const noexcept { return topic_ ? entry_.lost() : 0; }
 
-  /// The pending asynchronous receive, if any (set by the operation itself).
-  void set_pending(std::weak_ptr<AsyncWaiter> op) noexcept { pending_ = std::move(op); }
-  void cancel_pending() {
-    if (auto op = pending_.lock()) op->cancel();
+  /// Serialises the pending asynchronous receive (its attempts run on the handler's executor, its
+  /// cancellation on whichever thread emits the signal) with this subscriber's own subscribe and
+  /// unsubscribe: the operation holds it while it reads the cursor or registers on the topic, the
+  /// owner while it switches topics. Taken before any topic or broker lock.
+  [[nodiscard]] std::mutex& async_mutex() noexcept { return async_mutex_; }
+
+  /// The pending asynchronous receive, if any (set and cleared by the operation itself, under
+  /// `async_mutex()`).
+  void set_pending_locked(std::weak_ptr<PendingReceive> op) noexcept { pending_ = std::move(op); }
+  void clear_pending_locked(const PendingReceive* op) noexcept {
+    if (pending_.lock().get() == op) pending_.reset();
   }
 
   /// Subscribes to `topic` (as a member of `group` when it is not empty), leaving the current
   /// subscription. The switch happens under the topic locks at once: a failure (bad name, a limit,
-  /// shutdown) keeps the current subscription as it was. A pending asynchronous receive completes
-  /// with `operation_aborted` first.
+  /// shutdown) keeps the current subscription as it was, and a pending asynchronous receive keeps
+  /// waiting; after a switch it completes with `operation_aborted`.
   void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
     ec.clear();
     if (broker_->phase() != Phase::running) {
@@ -79,14 +99,18 @@ class SubscriberCore final : public Wakeable {
       ec = errc::invalid_argument;
       return;
     }
-    cancel_pending();
+    const std::lock_guard async_lock(async_mutex_);  // no attempt of a pending receive meanwhile
     Departure departure;
+    bool switched = false;
     broker_->with_topic_locked(topic, ec, [&](const std::shared_ptr<Topic>& t) {
-      // The topic map is locked, so no other subscribe holds two topic locks: taking the old and
-      // the new topic's locks together cannot deadlock.
-      const std::lock_guard lock(t->mutex);
-      std::unique_lock<std::mutex> old_lock;
-      if (topic_ && topic_ != t) old_lock = std::unique_lock(topic_->mutex);
+      // The new and the old topic's locks, in address order (the topic map's lock already keeps
+      // other subscribes from taking two; a fixed order needs no such argument).
+      std::mutex* first = &t->mutex;
+      std::mutex* second = topic_ && topic_ != t ? &topic_->mutex : nullptr;
+      if (second != nullptr && std::less<>{}(second, first)) std::swap(first, second);
+      const std::lock_guard lock(*first);
+      std::unique_lock<std::mutex> second_lock;
+      if (second != nullptr) second_lock = std::unique_lock(*second);
       const std::size_t others = t->entries.size() - (topic_ == t ? 1 : 0);
       if (others >= config_.max_subscribers_per_topic) {
         ec = errc::too_many_subscribers;
@@ -94,7 +118,9 @@ class SubscriberCore final : public Wakeable {
       }
       if (topic_) leave_locked(departure);
       join_locked(t, group);
+      switched = true;
     });
+    if (switched) abort_pending_locked();
     finish_leave(departure);
   }
 
@@ -102,7 +128,8 @@ class SubscriberCore final : public Wakeable {
   /// an independent subscriber drops (and counts) its unacked and requeued deliveries. A pending
   /// asynchronous receive completes with `operation_aborted`.
   void unsubscribe() {
-    cancel_pending();
+    const std::lock_guard async_lock(async_mutex_);
+    abort_pending_locked();
     if (!topic_) return;
     Departure departure;
     {
@@ -427,10 +454,17 @@ class SubscriberCore final : public Wakeable {
       topic.counters.dropped.fetch_add(1, std::memory_order_relaxed);
   }
 
+  /// Completes a pending asynchronous receive with `operation_aborted`. Requires `async_mutex_`.
+  void abort_pending_locked() {
+    if (auto op = pending_.lock()) op->abort_locked();
+    pending_.reset();
+  }
+
   std::shared_ptr<BrokerState> broker_;
   const BrokerConfig& config_;
   const bool ack_mode_;
-  std::weak_ptr<AsyncWaiter> pending_;
+  std::mutex async_mutex_;
+  std::weak_ptr<PendingReceive> pending_;  // under async_mutex_
 
   std::shared_ptr<Topic> topic_;
   std::shared_ptr<Group> group_;
