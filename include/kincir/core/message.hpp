@@ -39,12 +39,12 @@ struct Message {
 
   /// Sets a metadata entry and returns this message, so calls chain:
   /// `Message(std::move(body)).with_metadata("id", "42").with_metadata("kind", "test")`.
-  Message& with_metadata(std::string key, std::string value) & {
-    metadata.set(std::move(key), std::move(value));
+  Message& with_metadata(std::string_view key, std::string_view value) & {
+    metadata.set(key, value);
     return *this;
   }
-  [[nodiscard]] Message with_metadata(std::string key, std::string value) && {
-    metadata.set(std::move(key), std::move(value));
+  [[nodiscard]] Message with_metadata(std::string_view key, std::string_view value) && {
+    metadata.set(key, value);
     return std::move(*this);
   }
 
