@@ -67,6 +67,22 @@ enum class errc {
   body_too_large,
   /// The channel is not in a state that allows the operation (not open yet, not in confirm mode).
   invalid_state,
+  /// An AMQP URI is malformed (the exception's text names the part).
+  invalid_uri,
+  /// No endpoint accepted a TCP connection in time.
+  connect_timeout,
+  /// A synchronous call got no reply in time (its channel is then closed).
+  call_timeout,
+  /// A published message got no confirm in time; its outcome is unknown.
+  confirm_timeout,
+  /// A mandatory message could not be routed and came back (`basic.return`).
+  message_returned,
+  /// The connection died before the broker confirmed the message; it may or may not have arrived.
+  message_lost,
+  /// Every channel id up to the negotiated `channel_max` is in use.
+  too_many_channels,
+  /// The broker blocked the connection (`connection.blocked`, a resource alarm) for too long.
+  connection_blocked,
 };
 
 /// The category of `errc`; its name is "kincir.rabbitmq".
@@ -100,6 +116,14 @@ class error_category_impl final : public std::error_category {
       case errc::consumer_cancelled: return "consumer cancelled by the server";
       case errc::body_too_large: return "message body too large";
       case errc::invalid_state: return "operation not valid in this state";
+      case errc::invalid_uri: return "invalid AMQP URI";
+      case errc::connect_timeout: return "connecting timed out";
+      case errc::call_timeout: return "no reply from the broker in time";
+      case errc::confirm_timeout: return "no publisher confirm in time";
+      case errc::message_returned: return "message returned unroutable";
+      case errc::message_lost: return "connection lost before the message was confirmed";
+      case errc::too_many_channels: return "no free channel id";
+      case errc::connection_blocked: return "connection blocked by the broker";
     }
     return "unknown kincir.rabbitmq error";
   }

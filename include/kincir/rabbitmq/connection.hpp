@@ -1,0 +1,992 @@
+/// @file
+/// `kincir::rabbitmq::Connection` and `Channel`: the I/O layer that drives the sans-I/O AMQP core
+/// (`rabbitmq/amqp/`) over an Asio TCP socket.
+///
+/// Threading: a connection owns one I/O thread and, on it, one strand. Everything that touches
+/// the socket or the protocol state runs there: one read loop that routes frames to channels by
+/// id, one writer, the heartbeat timer and every deadline. User completion handlers never run on
+/// that strand: they go to their associated executor, by default the connection's handler
+/// executor (a thread of its own), so a handler that blocks delays other handlers but never
+/// heartbeats, reads or writes.
+///
+/// Writing: channels append frames to their own buffers; at the end of each strand turn those
+/// buffers are swapped (not copied) into the next generation, and the whole generation goes out
+/// in one gathered write. A buffer being written is never appended to; message bodies are
+/// borrowed and kept alive (by reference count) until their write completes.
+#pragma once
+
+#include <kincir/config.hpp>
+
+#include <kincir/core/bytes.hpp>                   // bodies kept alive until written
+#include <kincir/core/error.hpp>                   // kincir::Error, throw_if
+#include <kincir/rabbitmq/amqp/action.hpp>         // Event, Action
+#include <kincir/rabbitmq/amqp/channel.hpp>        // ChannelState and channel operations
+#include <kincir/rabbitmq/amqp/connection.hpp>     // ConnectionState, HandshakeAlgo, CloseAlgo
+#include <kincir/rabbitmq/amqp/error.hpp>          // errc, reply_code
+#include <kincir/rabbitmq/amqp/methods.hpp>        // Method
+#include <kincir/rabbitmq/amqp/output_buffer.hpp>  // OutputBuffer
+#include <kincir/rabbitmq/config.hpp>              // RabbitMQConfig
+
+#include <asio/bind_executor.hpp>        // handlers bound to the strand
+#include <asio/connect.hpp>              // asio::async_connect over resolved endpoints
+#include <asio/executor_work_guard.hpp>  // keeps the I/O thread alive
+#include <asio/io_context.hpp>           // the I/O context
+#include <asio/ip/tcp.hpp>               // socket, resolver, no_delay
+#include <asio/post.hpp>                 // asio::post onto the strand
+#include <asio/steady_timer.hpp>         // deadlines and heartbeats
+#include <asio/strand.hpp>               // the connection's strand
+#include <asio/thread_pool.hpp>          // the handler executor
+#include <asio/write.hpp>                // asio::async_write (gathered)
+
+#include <atomic>              // open/blocked flags read from any thread
+#include <chrono>              // deadlines
+#include <condition_variable>  // synchronous waits
+#include <cstdint>             // channel ids
+#include <cstring>             // std::memmove for the read buffer
+#include <deque>               // pending calls
+#include <functional>          // channel callbacks
+#include <memory>              // shared ownership with the strand's handlers
+#include <mutex>               // status read from any thread
+#include <optional>            // the running handshake/close algorithm
+#include <span>                // frames
+#include <string>              // diagnostics
+#include <system_error>        // std::error_code
+#include <thread>              // the I/O thread
+#include <utility>             // std::move, std::swap
+#include <vector>              // channels, buffers
+
+namespace kincir::rabbitmq {
+
+class Connection;
+class Channel;
+
+namespace detail {
+
+class ConnectionCore;
+
+/// A value a user thread waits for while the strand produces it.
+template <class T>
+class Waiter {
+ public:
+  void set(std::error_code ec, T value) {
+    {
+      const std::lock_guard lock(mutex_);
+      if (done_) return;
+      done_ = true;
+      ec_ = ec;
+      value_ = std::move(value);
+    }
+    cv_.notify_all();
+  }
+  T wait(std::error_code& ec) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return done_; });
+    ec = ec_;
+    return std::move(value_);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::error_code ec_;
+  T value_{};
+};
+
+using clock = std::chrono::steady_clock;
+
+}  // namespace detail
+
+/// What a channel reports; every callback runs on the connection's strand and must not block.
+struct ChannelEvents {
+  /// A message for one of this channel's consumers.
+  std::function<void(amqp::Delivery&)> on_delivery;
+  /// Publisher confirms settled: acked (`ec` empty), nacked (`message_nacked`), or lost when the
+  /// channel closed (its reply code, or `errc::message_lost` when the connection died).
+  std::function<void(const std::vector<amqp::TagRange>&, std::error_code)> on_confirm;
+  /// A mandatory message came back (before its confirm).
+  std::function<void(amqp::ReturnedMessage&)> on_return;
+  /// The broker cancelled a consumer (queue deleted).
+  std::function<void(const std::string&)> on_cancel;
+  /// The channel closed: `ec` empty after our own close, else the reason.
+  std::function<void(std::error_code)> on_closed;
+  /// connection.blocked (true) / unblocked (false).
+  std::function<void(bool)> on_blocked;
+};
+
+/// One AMQP channel of a `Connection`. Members marked "strand" may only be called on the
+/// connection's strand (from its callbacks or a handler posted there); the others from any
+/// thread except the strand (they wait for it).
+class Channel : public std::enable_shared_from_this<Channel> {
+ public:
+  using Completion = std::function<void(std::error_code, amqp::Method&)>;
+
+  Channel(std::shared_ptr<detail::ConnectionCore> core, std::uint16_t id, std::uint32_t frame_max, ChannelEvents events)
+      : core_(std::move(core)), st_(id, frame_max), events_(std::move(events)) {}
+
+  [[nodiscard]] std::uint16_t id() const noexcept { return st_.id; }
+  /// Open (not closing or closed). Any thread.
+  [[nodiscard]] bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+
+  /// Sends a synchronous method and waits for its reply (at most `call_timeout`; a call that
+  /// times out closes the channel). Errors: the reply code that closed the channel, or
+  /// `errc::channel_closed`, `errc::call_timeout`, `errc::connection_closed`.
+  template <class M>
+  amqp::Method call(const M& m, std::error_code& ec);
+  template <class M>
+  amqp::Method call(const M& m) {
+    std::error_code ec;
+    auto r = call(m, ec);
+    throw_if(ec, "Channel::call");
+    return r;
+  }
+
+  /// Closes the channel and waits for close-ok (at most `call_timeout`).
+  void close(std::error_code& ec);
+  void close() {
+    std::error_code ec;
+    close(ec);
+    throw_if(ec, "Channel::close");
+  }
+
+  /// The server's text for the last channel error. Any thread.
+  [[nodiscard]] std::string server_message() const {
+    const std::lock_guard lock(mutex_);
+    return server_message_;
+  }
+
+  // --- strand ---
+  /// The protocol state; operations on it must be followed by `touch()`.
+  amqp::ChannelState& state() noexcept { return st_; }
+  /// Marks the channel as having frames to write in this turn.
+  void touch();
+  /// Sends `m`; `done` gets the reply (or the error) on the strand. A method without reply
+  /// completes at once.
+  template <class M>
+  void async_call(const M& m, Completion done);
+  /// Sends channel.close; `done` runs when the channel is closed.
+  void async_close(std::function<void()> done);
+  /// Keeps `body` alive until the frames written this turn are on the wire.
+  void keep(const Bytes& body);
+  ChannelEvents& events() noexcept { return events_; }
+
+ private:
+  friend class detail::ConnectionCore;
+
+  struct Call {
+    Completion done;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  void handle(const amqp::Action& a);
+  void fail_calls(std::error_code ec);
+  void arm_timer(const std::shared_ptr<Call>& call);
+
+  std::shared_ptr<detail::ConnectionCore> core_;
+  amqp::ChannelState st_;
+  ChannelEvents events_;
+  std::deque<std::shared_ptr<Call>> calls_;
+  std::vector<std::function<void()>> close_waiters_;
+  std::atomic<bool> open_{false};
+  bool dirty_ = false;
+  mutable std::mutex mutex_;
+  std::string server_message_;
+};
+
+namespace detail {
+
+/// The strand-side state of a connection. Shared by the handlers in flight; owned through
+/// `Connection`, which owns the I/O thread.
+class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
+ public:
+  using strand_type = asio::strand<asio::io_context::executor_type>;
+  enum class Phase : std::uint8_t { connecting, handshake, open, closing, closed };
+
+  ConnectionCore(asio::io_context& io, asio::any_io_executor handlers, RabbitMQConfig config)
+      : config_(std::move(config)),
+        strand_(asio::make_strand(io)),
+        handler_executor_(std::move(handlers)),
+        resolver_(strand_),
+        socket_(strand_),
+        deadline_(strand_),
+        heartbeat_timer_(strand_),
+        conn_(config_.connection) {
+    rbuf_.resize(kInitialReadBuffer);
+  }
+
+  [[nodiscard]] const RabbitMQConfig& config() const noexcept { return config_; }
+  [[nodiscard]] strand_type& strand() noexcept { return strand_; }
+  [[nodiscard]] const asio::any_io_executor& handler_executor() const noexcept { return handler_executor_; }
+  [[nodiscard]] bool is_open() const noexcept { return open_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool blocked() const noexcept { return blocked_.load(std::memory_order_acquire); }
+
+  [[nodiscard]] std::error_code error() const {
+    const std::lock_guard lock(status_mutex_);
+    return status_error_;
+  }
+  [[nodiscard]] std::string server_message() const {
+    const std::lock_guard lock(status_mutex_);
+    return server_message_;
+  }
+  [[nodiscard]] std::string blocked_reason() const {
+    const std::lock_guard lock(status_mutex_);
+    return blocked_reason_;
+  }
+  [[nodiscard]] amqp::Tuning tuning() const {
+    const std::lock_guard lock(status_mutex_);
+    return tuning_;
+  }
+
+  // --- strand ---
+  [[nodiscard]] Phase phase() const noexcept { return phase_; }
+  /// The connection failed (not closed cleanly by us): lost confirms are `message_lost`.
+  [[nodiscard]] bool failed() const noexcept { return failed_; }
+
+  void start(std::function<void(std::error_code)> done) {
+    open_done_ = std::move(done);
+    connect_endpoint(0);
+  }
+
+  void async_open_channel(ChannelEvents events, std::function<void(std::error_code, std::shared_ptr<Channel>)> done);
+
+  void close(std::function<void(std::error_code)> done) {
+    if (phase_ == Phase::closed) return done({});
+    if (phase_ != Phase::open) {
+      close_waiters_.push_back(std::move(done));
+      if (phase_ != Phase::closing) fail(asio::error::operation_aborted);
+      return;
+    }
+    close_waiters_.push_back(std::move(done));
+    begin_close(200, "kincir closing", {});
+  }
+
+  /// Frames of `ch` to write this turn.
+  void mark_dirty(Channel& ch) { dirty_.push_back(ch.shared_from_this()); }
+  void keep(const Bytes& body) { keep_queued_.push_back(body); }
+
+  /// Ends the turn: every channel's frames go into the next write.
+  void end_turn() { do_write(); }
+
+  /// A protocol error on a channel or the connection: connection.close with its reply code.
+  void protocol_error(std::error_code ec, const std::string& text) {
+    if (phase_ != Phase::open) return fail(ec);
+    set_error(ec);
+    begin_close(static_cast<std::uint16_t>(amqp::reply_code_for(ec)), text, ec);
+  }
+
+  void release(Channel& ch) {
+    stage(ch.st_.out);
+    const auto id = ch.st_.id;
+    if (id < channels_.size() && channels_[id].get() == &ch) channels_[id].reset();
+  }
+
+ private:
+  static constexpr std::size_t kInitialReadBuffer = std::size_t{64} * 1024;
+  static constexpr std::size_t kMaxSpares = 64;
+
+  template <class F>
+  auto on_strand(F&& f) {
+    return asio::bind_executor(strand_, std::forward<F>(f));
+  }
+
+  void set_error(std::error_code ec) {
+    if (!error_) error_ = ec;
+    const std::lock_guard lock(status_mutex_);
+    if (!status_error_) status_error_ = ec;
+    server_message_ = conn_.diagnostics.server_message();
+  }
+
+  // --- connecting ---
+  void connect_endpoint(std::size_t i) {
+    if (phase_ != Phase::connecting) return;
+    if (i >= config_.endpoints.size()) {
+      if (!last_connect_error_) last_connect_error_ = errc::connect_timeout;
+      return fail(last_connect_error_);
+    }
+    const auto attempt = ++attempt_;
+    deadline_.expires_after(config_.connect_timeout);
+    deadline_.async_wait(on_strand([self = shared_from_this(), attempt](std::error_code ec) {
+      if (ec || attempt != self->attempt_ || self->phase_ != Phase::connecting) return;
+      self->timed_out_ = true;
+      self->resolver_.cancel();
+      std::error_code ignored;
+      self->socket_.close(ignored);
+    }));
+    timed_out_ = false;
+    const auto& ep = config_.endpoints[i];
+    resolver_.async_resolve(
+        ep.host, std::to_string(ep.port),
+        on_strand([self = shared_from_this(), i, attempt](std::error_code ec,
+                                                          const asio::ip::tcp::resolver::results_type& results) {
+          if (attempt != self->attempt_ || self->phase_ != Phase::connecting) return;
+          if (ec) return self->next_endpoint(i, ec);
+          asio::async_connect(self->socket_, results,
+                              self->on_strand([self, i, attempt](std::error_code cec, const asio::ip::tcp::endpoint&) {
+                                if (attempt != self->attempt_ || self->phase_ != Phase::connecting) return;
+                                if (cec) return self->next_endpoint(i, cec);
+                                self->connected();
+                              }));
+        }));
+  }
+
+  void next_endpoint(std::size_t i, std::error_code ec) {
+    last_connect_error_ = timed_out_ ? std::error_code(errc::connect_timeout) : ec;
+    std::error_code ignored;
+    socket_.close(ignored);
+    connect_endpoint(i + 1);
+  }
+
+  void connected() {
+    deadline_.cancel();
+    std::error_code ignored;
+    socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+    phase_ = Phase::handshake;
+    ++attempt_;
+    deadline_.expires_after(config_.handshake_timeout);
+    deadline_.async_wait(on_strand([self = shared_from_this()](std::error_code ec) {
+      if (ec || self->phase_ != Phase::handshake) return;
+      self->drive_handshake(amqp::Event::timeout());
+    }));
+    handshake_.emplace();
+    start_read();
+    drive_handshake(amqp::Event::start());
+  }
+
+  void drive_handshake(amqp::Event ev) {
+    for (;;) {
+      const amqp::Action a = handshake_->resume(conn_, ev);
+      switch (a.kind) {
+        case amqp::Action::Kind::write:
+          stage(conn_.out);
+          ev = amqp::Event::written();
+          continue;
+        case amqp::Action::Kind::done:
+          handshake_.reset();
+          deadline_.cancel();
+          if (a.ec) {
+            set_error(a.ec);
+            return shutdown_after_write(a.ec);
+          }
+          return opened();
+        default: do_write(); return;
+      }
+    }
+  }
+
+  void opened() {
+    phase_ = Phase::open;
+    {
+      const std::lock_guard lock(status_mutex_);
+      tuning_ = conn_.tuning;
+    }
+    open_.store(true, std::memory_order_release);
+    conn_.heartbeat.start(std::chrono::seconds(conn_.tuning.heartbeat), detail::clock::now());
+    schedule_heartbeat();
+    if (auto done = std::move(open_done_)) done({});
+  }
+
+  // --- reading ---
+  void start_read() {
+    if (!socket_.is_open()) return;
+    if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
+    socket_.async_read_some(
+        asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
+        on_strand([self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); }));
+  }
+
+  void on_read(std::error_code ec, std::size_t n) {
+    if (phase_ == Phase::closed) return;
+    if (ec) return fail(ec == asio::error::eof ? std::error_code(errc::connection_closed) : ec);
+    conn_.heartbeat.on_read(detail::clock::now());
+    rend_ += n;
+    std::size_t needed = 0;
+    while (phase_ != Phase::closed && rbegin_ < rend_) {
+      std::error_code pec;
+      const auto r = conn_.reader.parse(std::span<const std::uint8_t>(rbuf_.data() + rbegin_, rend_ - rbegin_), pec);
+      if (r.status == amqp::ParseStatus::error) {
+        protocol_error(pec, "malformed frame");
+        break;
+      }
+      if (r.status == amqp::ParseStatus::need_more) {
+        needed = r.size;
+        break;
+      }
+      rbegin_ += r.size;
+      on_frame(r.frame);
+    }
+    if (phase_ == Phase::closed) return;
+    // Keep the unparsed tail at the front, with room for the frame it starts.
+    if (rbegin_ == rend_) {
+      rbegin_ = rend_ = 0;
+    } else if (rbegin_ != 0) {
+      std::memmove(rbuf_.data(), rbuf_.data() + rbegin_, rend_ - rbegin_);
+      rend_ -= rbegin_;
+      rbegin_ = 0;
+    }
+    if (needed > rbuf_.size()) rbuf_.resize(needed);
+    do_write();
+    start_read();
+  }
+
+  void on_frame(const amqp::Frame& frame) {
+    const amqp::Event ev = amqp::Event::received(frame);
+    switch (phase_) {
+      case Phase::handshake: return drive_handshake(ev);
+      case Phase::closing:
+        if (close_) return drive_close(ev);
+        return;
+      case Phase::open: break;
+      default: return;
+    }
+    if (frame.channel == 0 || frame.type == amqp::FrameType::heartbeat) {
+      const amqp::Action a = amqp::resume(conn_, ev);
+      switch (a.kind) {
+        case amqp::Action::Kind::connection_closed:
+          set_error(a.ec ? a.ec : std::error_code(errc::connection_closed));
+          return shutdown_after_write(error_);
+        case amqp::Action::Kind::blocked:
+        case amqp::Action::Kind::unblocked: return set_blocked(a.kind == amqp::Action::Kind::blocked);
+        case amqp::Action::Kind::protocol_error: return protocol_error(a.ec, "unexpected frame on channel 0");
+        default: return;
+      }
+    }
+    Channel* ch = frame.channel < channels_.size() ? channels_[frame.channel].get() : nullptr;
+    if (ch == nullptr)
+      return protocol_error(reply_code::channel_error,
+                            "frame on channel " + std::to_string(frame.channel) + ", which is not open");
+    auto keep_alive = ch->shared_from_this();
+    ch->handle(amqp::resume(ch->st_, ev));
+    if (!ch->st_.out.empty()) mark_dirty(*ch);
+  }
+
+  void set_blocked(bool blocked) {
+    blocked_.store(blocked, std::memory_order_release);
+    {
+      const std::lock_guard lock(status_mutex_);
+      blocked_reason_ = conn_.blocked_reason;
+    }
+    for (auto& ch : channels_) {
+      if (ch && ch->events_.on_blocked) {
+        auto keep_alive = ch;
+        keep_alive->events_.on_blocked(blocked);
+      }
+    }
+  }
+
+  // --- heartbeats ---
+  void schedule_heartbeat() {
+    if (!conn_.heartbeat.enabled()) return;
+    heartbeat_timer_.expires_at(conn_.heartbeat.next_deadline());
+    heartbeat_timer_.async_wait(on_strand([self = shared_from_this()](std::error_code ec) {
+      if (ec || self->phase_ != Phase::open) return;
+      self->on_heartbeat();
+    }));
+  }
+
+  void on_heartbeat() {
+    const auto now = detail::clock::now();
+    const amqp::Action a = amqp::resume(conn_, amqp::Event::tick(now));
+    if (a.kind == amqp::Action::Kind::protocol_error) {
+      // Bytes that arrived but are not read yet prove the peer alive.
+      std::error_code ec;
+      if (socket_.available(ec) > 0 && !ec) {
+        conn_.heartbeat.on_read(now);
+        conn_.error.clear();
+      } else {
+        return fail(errc::heartbeat_timeout);
+      }
+    }
+    do_write();
+    schedule_heartbeat();
+  }
+
+  // --- closing ---
+  void begin_close(std::uint16_t code, const std::string& text, std::error_code ec) {
+    phase_ = Phase::closing;
+    open_.store(false, std::memory_order_release);
+    if (ec) set_error(ec);
+    close_.emplace(code, text.substr(0, 255));
+    deadline_.expires_after(config_.close_timeout);
+    deadline_.async_wait(on_strand([self = shared_from_this()](std::error_code tec) {
+      if (tec || self->phase_ != Phase::closing) return;
+      if (self->close_) return self->drive_close(amqp::Event::timeout());
+      self->fail(errc::close_timeout);
+    }));
+    drive_close(amqp::Event::start());
+  }
+
+  void drive_close(amqp::Event ev) {
+    for (;;) {
+      const amqp::Action a = close_->resume(conn_, ev);
+      if (a.kind == amqp::Action::Kind::write) {
+        stage(conn_.out);
+        ev = amqp::Event::written();
+        continue;
+      }
+      if (a.kind == amqp::Action::Kind::done) {
+        close_.reset();
+        if (!error_) {
+          clean_close_ = true;
+          set_error(errc::connection_closed);
+        }
+        return shutdown_after_write(error_);
+      }
+      do_write();
+      return;
+    }
+  }
+
+  /// Writes what is queued (a close-ok, a close), then drops the socket.
+  void shutdown_after_write(std::error_code ec) {
+    set_error(ec);
+    open_.store(false, std::memory_order_release);
+    if (phase_ != Phase::closing) phase_ = Phase::closing;
+    close_after_write_ = true;
+    do_write();
+    if (!write_in_progress_) return fail(ec);
+    deadline_.expires_after(config_.close_timeout);
+    deadline_.async_wait(on_strand([self = shared_from_this(), ec](std::error_code tec) {
+      if (!tec) self->fail(ec);
+    }));
+  }
+
+ public:
+  /// Drops the socket and settles everything: channels close with `ec`, their calls fail and
+  /// their outstanding confirms are lost.
+  void fail(std::error_code ec) {
+    if (phase_ == Phase::closed) return;
+    if (!clean_close_) failed_ = true;
+    set_error(ec);
+    phase_ = Phase::closed;
+    open_.store(false, std::memory_order_release);
+    std::error_code ignored;
+    deadline_.cancel();
+    heartbeat_timer_.cancel();
+    resolver_.cancel();
+    socket_.close(ignored);
+    if (write_in_progress_) {
+      finalize_after_write_ = true;  // the buffers in flight stay valid until the write returns
+      return;
+    }
+    finalize();
+  }
+
+ private:
+  void finalize() {
+    const std::error_code ec = error_ ? error_ : std::error_code(errc::connection_closed);
+    auto channels = std::move(channels_);
+    channels_.clear();
+    for (auto& ch : channels) {
+      if (!ch) continue;
+      ch->handle(amqp::abandon(ch->st_, ec));
+    }
+    dirty_.clear();
+    queued_.clear();
+    keep_queued_.clear();
+    blocked_.store(false, std::memory_order_release);
+    if (auto done = std::move(open_done_)) done(ec);
+    auto waiters = std::move(close_waiters_);
+    for (auto& w : waiters) w(clean_close_ ? std::error_code() : ec);
+  }
+
+  // --- writing ---
+  void stage(amqp::OutputBuffer& out) {
+    if (out.empty()) return;
+    amqp::OutputBuffer full;
+    if (!spares_.empty()) {
+      full = std::move(spares_.back());
+      spares_.pop_back();
+    }
+    std::swap(full, out);
+    queued_.push_back(std::move(full));
+  }
+
+  void do_write() {
+    for (auto& ch : dirty_) stage(ch->st_.out);
+    for (auto& ch : dirty_) ch->dirty_ = false;
+    dirty_.clear();
+    stage(conn_.out);
+    if (write_in_progress_ || queued_.empty() || !socket_.is_open()) return;
+    std::swap(queued_, writing_);
+    std::swap(keep_queued_, keep_writing_);
+    iov_.clear();
+    for (const auto& b : writing_)
+      b.for_each_buffer([this](std::span<const std::uint8_t> s) { iov_.emplace_back(s.data(), s.size()); });
+    write_in_progress_ = true;
+    asio::async_write(socket_, iov_, on_strand([self = shared_from_this()](std::error_code ec, std::size_t) {
+                        self->on_written(ec);
+                      }));
+  }
+
+  void on_written(std::error_code ec) {
+    write_in_progress_ = false;
+    for (auto& b : writing_) {
+      b.clear();
+      if (spares_.size() < kMaxSpares) spares_.push_back(std::move(b));
+    }
+    writing_.clear();
+    keep_writing_.clear();
+    if (finalize_after_write_) {
+      finalize_after_write_ = false;
+      return finalize();
+    }
+    if (phase_ == Phase::closed) return;
+    if (ec) return fail(ec);
+    conn_.heartbeat.on_write(detail::clock::now());
+    do_write();
+    if (close_after_write_ && !write_in_progress_) fail(error_);
+  }
+
+  friend class kincir::rabbitmq::Channel;
+
+  RabbitMQConfig config_;
+  strand_type strand_;
+  asio::any_io_executor handler_executor_;
+  asio::ip::tcp::resolver resolver_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer deadline_;
+  asio::steady_timer heartbeat_timer_;
+  amqp::ConnectionState conn_;
+  std::optional<amqp::HandshakeAlgo> handshake_;
+  std::optional<amqp::CloseAlgo> close_;
+  Phase phase_ = Phase::connecting;
+  std::uint64_t attempt_ = 0;
+  bool timed_out_ = false;
+  std::error_code last_connect_error_;
+  std::error_code error_;
+  bool failed_ = false;
+  bool clean_close_ = false;
+  bool close_after_write_ = false;
+  bool finalize_after_write_ = false;
+  std::function<void(std::error_code)> open_done_;
+  std::vector<std::function<void(std::error_code)>> close_waiters_;
+
+  std::vector<std::uint8_t> rbuf_;
+  std::size_t rbegin_ = 0;
+  std::size_t rend_ = 0;
+
+  std::vector<amqp::OutputBuffer> queued_;
+  std::vector<amqp::OutputBuffer> writing_;
+  std::vector<amqp::OutputBuffer> spares_;
+  std::vector<Bytes> keep_queued_;
+  std::vector<Bytes> keep_writing_;
+  std::vector<asio::const_buffer> iov_;
+  bool write_in_progress_ = false;
+
+  std::vector<std::shared_ptr<Channel>> channels_;
+  std::vector<std::shared_ptr<Channel>> dirty_;
+
+  std::atomic<bool> open_{false};
+  std::atomic<bool> blocked_{false};
+  mutable std::mutex status_mutex_;
+  std::error_code status_error_;
+  std::string server_message_;
+  std::string blocked_reason_;
+  amqp::Tuning tuning_;
+};
+
+KINCIR_DECL void ConnectionCore::async_open_channel(
+    ChannelEvents events, std::function<void(std::error_code, std::shared_ptr<Channel>)> done) {
+  if (phase_ != Phase::open) return done(errc::connection_closed, nullptr);
+  const std::size_t max = conn_.tuning.channel_max == 0 ? amqp::kMaxChannelId : conn_.tuning.channel_max;
+  std::size_t id = 1;
+  while (id < channels_.size() && channels_[id]) ++id;
+  if (id > max) return done(errc::too_many_channels, nullptr);
+  if (id >= channels_.size()) channels_.resize(id + 1);
+  auto ch = std::make_shared<Channel>(shared_from_this(), static_cast<std::uint16_t>(id), conn_.tuning.frame_max,
+                                      std::move(events));
+  channels_[id] = ch;
+  std::error_code ec;
+  amqp::open_channel(ch->st_, ec);
+  if (ec) {
+    channels_[id].reset();
+    return done(ec, nullptr);
+  }
+  auto call = std::make_shared<Channel::Call>();
+  call->done = [ch, done = std::move(done)](std::error_code cec, amqp::Method&) {
+    if (!cec) ch->open_.store(true, std::memory_order_release);
+    done(cec, cec ? nullptr : ch);
+  };
+  ch->calls_.push_back(call);
+  ch->arm_timer(call);
+  ch->touch();
+}
+
+}  // namespace detail
+
+// --- Channel, strand side ---
+
+KINCIR_DECL void Channel::touch() {
+  if (dirty_) return;
+  dirty_ = true;
+  core_->mark_dirty(*this);
+}
+
+KINCIR_DECL void Channel::keep(const Bytes& body) { core_->keep(body); }
+
+KINCIR_DECL void Channel::arm_timer(const std::shared_ptr<Call>& call) {
+  const auto timeout = core_->config().call_timeout;
+  if (timeout.count() <= 0) return;
+  call->timer = std::make_unique<asio::steady_timer>(core_->strand(), timeout);
+  call->timer->async_wait(asio::bind_executor(
+      core_->strand(), [weak = std::weak_ptr<Call>(call), self = shared_from_this()](std::error_code ec) {
+        auto c = weak.lock();
+        if (ec || !c || !c->done) return;
+        auto done = std::move(c->done);
+        c->done = nullptr;
+        amqp::Method none;
+        done(errc::call_timeout, none);
+        // The reply may still come and would answer the wrong call: give the channel up.
+        std::error_code ignored;
+        if (self->st_.phase == amqp::ChannelPhase::open || self->st_.phase == amqp::ChannelPhase::opening) {
+          self->open_.store(false, std::memory_order_release);
+          amqp::close_channel(self->st_, ignored, 200, "call timed out");
+          self->touch();
+          self->core_->end_turn();
+        }
+      }));
+}
+
+template <class M>
+void Channel::async_call(const M& m, Completion done) {
+  std::error_code ec;
+  amqp::send_method(st_, m, ec);
+  if (ec) {
+    amqp::Method none;
+    return done(ec == errc::channel_closed && st_.error ? st_.error : ec, none);
+  }
+  touch();
+  if (!m.expects_reply()) {
+    amqp::Method none;
+    return done({}, none);
+  }
+  auto call = std::make_shared<Call>();
+  call->done = std::move(done);
+  calls_.push_back(call);
+  arm_timer(call);
+}
+
+KINCIR_DECL void Channel::async_close(std::function<void()> done) {
+  if (st_.phase == amqp::ChannelPhase::closed) return done();
+  close_waiters_.push_back(std::move(done));
+  if (st_.phase == amqp::ChannelPhase::closing) return;
+  std::error_code ec;
+  open_.store(false, std::memory_order_release);
+  amqp::close_channel(st_, ec);
+  touch();
+}
+
+KINCIR_DECL void Channel::fail_calls(std::error_code ec) {
+  auto calls = std::move(calls_);
+  calls_.clear();
+  for (auto& c : calls) {
+    if (!c->done) continue;
+    auto done = std::move(c->done);
+    c->done = nullptr;
+    if (c->timer) c->timer->cancel();
+    amqp::Method none;
+    done(ec, none);
+  }
+}
+
+KINCIR_DECL void Channel::handle(const amqp::Action& a) {
+  using Kind = amqp::Action::Kind;
+  switch (a.kind) {
+    case Kind::reply: {
+      if (calls_.empty()) return;
+      auto c = std::move(calls_.front());
+      calls_.pop_front();
+      if (c->timer) c->timer->cancel();
+      if (c->done) {
+        auto done = std::move(c->done);
+        c->done = nullptr;
+        done({}, st_.reply);
+      }
+      return;
+    }
+    case Kind::delivery:
+      if (events_.on_delivery) events_.on_delivery(st_.delivery);
+      return;
+    case Kind::returned:
+      if (events_.on_return) events_.on_return(st_.returned);
+      return;
+    case Kind::confirm:
+      if (events_.on_confirm) events_.on_confirm(st_.settled, a.ec);
+      return;
+    case Kind::consumer_cancelled:
+      if (events_.on_cancel) events_.on_cancel(st_.cancelled_consumer);
+      return;
+    case Kind::channel_closed: {
+      open_.store(false, std::memory_order_release);
+      const std::error_code why = a.ec ? a.ec : std::error_code(errc::channel_closed);
+      {
+        const std::lock_guard lock(mutex_);
+        server_message_ = st_.diagnostics.server_message();
+      }
+      if (!st_.settled.empty() && events_.on_confirm)
+        events_.on_confirm(st_.settled, core_->phase() == detail::ConnectionCore::Phase::closed
+                                            ? std::error_code(errc::message_lost)
+                                            : why);
+      st_.settled.clear();
+      fail_calls(why);
+      core_->release(*this);
+      if (events_.on_closed) events_.on_closed(a.ec);
+      auto waiters = std::move(close_waiters_);
+      close_waiters_.clear();
+      for (auto& w : waiters) w();
+      return;
+    }
+    case Kind::protocol_error: return core_->protocol_error(a.ec, "protocol error on a channel");
+    default: return;
+  }
+}
+
+// --- Channel, any thread ---
+
+template <class M>
+amqp::Method Channel::call(const M& m, std::error_code& ec) {
+  auto waiter = std::make_shared<detail::Waiter<amqp::Method>>();
+  asio::post(core_->strand(), [self = shared_from_this(), m, waiter] {
+    self->async_call(m, [waiter](std::error_code cec, amqp::Method& reply) { waiter->set(cec, std::move(reply)); });
+    self->core_->end_turn();
+  });
+  return waiter->wait(ec);
+}
+
+KINCIR_DECL void Channel::close(std::error_code& ec) {
+  auto waiter = std::make_shared<detail::Waiter<int>>();
+  asio::post(core_->strand(), [self = shared_from_this(), waiter] {
+    self->async_close([waiter] { waiter->set({}, 0); });
+    self->core_->end_turn();
+  });
+  waiter->wait(ec);
+}
+
+/// A connection to RabbitMQ: one socket, one I/O thread with one strand, one thread for user
+/// handlers. Create it with `Connection::open`; share it (`std::shared_ptr`) between publishers
+/// and subscribers, each of which uses channels of its own. Thread-safe.
+///
+/// Do not release the last reference from inside one of its completion handlers (the
+/// destructor joins the handler thread).
+class Connection {
+ public:
+  /// Connects to the first endpoint that answers and completes the handshake. Errors:
+  /// `errc::connect_timeout` or a socket error, `errc::handshake_timeout`, the server's reply
+  /// code (`reply_code::access_refused` for a bad login: `server_message()` has its text),
+  /// `errc::protocol_version_mismatch` ...
+  static std::shared_ptr<Connection> open(const RabbitMQConfig& config, std::error_code& ec) {
+    std::string ignored;
+    return open_reporting(config, ec, ignored);
+  }
+  /// Throws `kincir::Error`; its text names the endpoints and includes the server's reason
+  /// (never the password).
+  static std::shared_ptr<Connection> open(const RabbitMQConfig& config) {
+    std::error_code ec;
+    std::string text;
+    auto c = open_reporting(config, ec, text);
+    if (ec) {
+      std::string what = "RabbitMQ connection to " + config.to_string();
+      if (!text.empty()) what += ": " + text;
+      throw Error(ec, what);
+    }
+    return c;
+  }
+  /// `open(RabbitMQConfig::from_uri(uri))`.
+  static std::shared_ptr<Connection> open(std::string_view uri) { return open(RabbitMQConfig::from_uri(uri)); }
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// Closes (at most `close_timeout`) and joins the connection's threads.
+  ~Connection() {
+    std::error_code ignored;
+    close(ignored);
+    work_.reset();
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+    handlers_.join();
+  }
+
+  /// connection.close(200), waits for close-ok (at most `close_timeout`), drops the socket.
+  /// Every channel closes; unconfirmed publishes are lost. Idempotent.
+  void close(std::error_code& ec) {
+    ec.clear();
+    if (thread_.get_id() == std::this_thread::get_id()) return;
+    auto waiter = std::make_shared<detail::Waiter<int>>();
+    asio::post(core_->strand(),
+               [core = core_, waiter] { core->close([waiter](std::error_code cec) { waiter->set(cec, 0); }); });
+    waiter->wait(ec);
+  }
+  void close() {
+    std::error_code ec;
+    close(ec);
+    throw_if(ec, "Connection::close");
+  }
+
+  [[nodiscard]] bool is_open() const noexcept { return core_->is_open(); }
+  /// The broker sent connection.blocked (a memory or disk alarm) and not yet unblocked.
+  [[nodiscard]] bool blocked() const noexcept { return core_->blocked(); }
+  [[nodiscard]] std::string blocked_reason() const { return core_->blocked_reason(); }
+  /// Why the connection closed (empty while open).
+  [[nodiscard]] std::error_code error() const { return core_->error(); }
+  /// The server's text when it closed the connection.
+  [[nodiscard]] std::string server_message() const { return core_->server_message(); }
+  /// The negotiated channel_max, frame_max and heartbeat.
+  [[nodiscard]] amqp::Tuning tuning() const { return core_->tuning(); }
+  [[nodiscard]] const RabbitMQConfig& config() const noexcept { return core_->config(); }
+
+  /// Opens a channel (the lowest free id up to `channel_max`). Errors: `too_many_channels`,
+  /// `connection_closed`, `call_timeout`.
+  std::shared_ptr<Channel> open_channel(std::error_code& ec, ChannelEvents events = {}) {
+    auto waiter = std::make_shared<detail::Waiter<std::shared_ptr<Channel>>>();
+    asio::post(core_->strand(), [core = core_, waiter, events = std::move(events)]() mutable {
+      core->async_open_channel(std::move(events), [waiter](std::error_code ec2, std::shared_ptr<Channel> ch) {
+        waiter->set(ec2, std::move(ch));
+      });
+      core->end_turn();
+    });
+    return waiter->wait(ec);
+  }
+  std::shared_ptr<Channel> open_channel(ChannelEvents events = {}) {
+    std::error_code ec;
+    auto ch = open_channel(ec, std::move(events));
+    throw_if(ec, "Connection::open_channel");
+    return ch;
+  }
+
+  /// The executor of the I/O strand.
+  [[nodiscard]] asio::any_io_executor executor() const { return core_->strand(); }
+  /// Where completion handlers without an associated executor run (one thread).
+  [[nodiscard]] asio::any_io_executor handler_executor() const { return core_->handler_executor(); }
+
+  /// The strand-side core, for publishers and subscribers.
+  [[nodiscard]] const std::shared_ptr<detail::ConnectionCore>& core() const noexcept { return core_; }
+
+ private:
+  explicit Connection(const RabbitMQConfig& config)
+      : work_(asio::make_work_guard(io_)),
+        core_(std::make_shared<detail::ConnectionCore>(io_, handlers_.get_executor(), config)),
+        thread_([this] { io_.run(); }) {}
+
+  static std::shared_ptr<Connection> open_reporting(const RabbitMQConfig& config, std::error_code& ec,
+                                                    std::string& text) {
+    std::shared_ptr<Connection> c(new Connection(config));
+    auto waiter = std::make_shared<detail::Waiter<int>>();
+    asio::post(c->core_->strand(),
+               [core = c->core_, waiter] { core->start([waiter](std::error_code oec) { waiter->set(oec, 0); }); });
+    waiter->wait(ec);
+    if (ec) {
+      text = c->core_->server_message();
+      return nullptr;
+    }
+    return c;
+  }
+
+  asio::io_context io_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  asio::thread_pool handlers_{1};
+  std::shared_ptr<detail::ConnectionCore> core_;
+  std::thread thread_;
+};
+
+}  // namespace kincir::rabbitmq

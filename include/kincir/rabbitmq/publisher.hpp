@@ -1,0 +1,432 @@
+/// @file
+/// `kincir::rabbitmq::RabbitMQPublisher`: publishes kincir messages to RabbitMQ with publisher
+/// confirms, a bounded window of unconfirmed messages and exactly one outcome per message.
+#pragma once
+
+#include <kincir/config.hpp>
+
+#include <kincir/core/concepts.hpp>        // Publisher, AsyncPublisher
+#include <kincir/core/error.hpp>           // kincir::errc::invalid_topic, throw_if
+#include <kincir/core/message.hpp>         // Message
+#include <kincir/rabbitmq/connection.hpp>  // Connection, Channel
+#include <kincir/rabbitmq/mapping.hpp>     // routes, properties, declarations
+
+#include <asio/associated_executor.hpp>  // the handler's executor
+#include <asio/async_result.hpp>         // asio::async_initiate
+#include <asio/executor_work_guard.hpp>  // keeps the handler's executor alive
+
+#include <chrono>         // confirm deadline
+#include <cstddef>        // std::size_t
+#include <cstdint>        // delivery tags
+#include <deque>          // backlog and unconfirmed entries
+#include <memory>         // std::shared_ptr
+#include <span>           // message ranges
+#include <string>         // topics
+#include <string_view>    // topics
+#include <system_error>   // std::error_code
+#include <unordered_set>  // declared topics
+#include <utility>        // std::move
+#include <vector>         // batches, outcomes
+
+namespace kincir::rabbitmq {
+
+namespace detail {
+
+/// One publish call: its messages, their outcomes and its completion (strand).
+struct PublishBatch {
+  std::string topic;
+  std::span<Message> messages;
+  std::vector<Message> owned;  // asynchronous publishes own their messages
+  std::vector<std::error_code> outcomes;
+  std::size_t next = 0;       // the next message to send
+  std::size_t unsettled = 0;  // messages without an outcome
+  bool finished = false;
+  std::function<void(PublishBatch&)> done;
+  std::unique_ptr<asio::steady_timer> timer;
+
+  [[nodiscard]] std::error_code first_error() const {
+    for (const auto& ec : outcomes)
+      if (ec) return ec;
+    return {};
+  }
+};
+
+/// The strand side of a publisher.
+class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
+ public:
+  explicit PublisherCore(std::shared_ptr<ConnectionCore> conn) : conn_(std::move(conn)), cfg_(conn_->config()) {}
+
+  void submit(std::shared_ptr<PublishBatch> b) {
+    // Until a message has its outcome it counts as timed out (what `expire` reports).
+    b->outcomes.assign(b->messages.size(), std::error_code(errc::confirm_timeout));
+    b->unsettled = b->messages.size();
+    if (b->messages.empty()) return finish(*b);
+    if (cfg_.confirm_timeout.count() > 0) {
+      b->timer = std::make_unique<asio::steady_timer>(conn_->strand(), cfg_.confirm_timeout);
+      b->timer->async_wait(asio::bind_executor(
+          conn_->strand(), [self = shared_from_this(), weak = std::weak_ptr<PublishBatch>(b)](std::error_code ec) {
+            auto batch = weak.lock();
+            if (!ec && batch) self->expire(*batch);
+          }));
+    }
+    backlog_.push_back(std::move(b));
+    pump();
+    conn_->end_turn();
+  }
+
+  /// Closes the channel once nothing is in flight.
+  void shutdown() {
+    closing_ = true;
+    maybe_close();
+    conn_->end_turn();
+  }
+
+  [[nodiscard]] bool blocked() const noexcept { return conn_->blocked(); }
+
+ private:
+  struct Entry {
+    std::shared_ptr<PublishBatch> batch;  // null once settled
+    std::size_t index = 0;
+    std::size_t bytes = 0;
+    bool returned = false;
+  };
+
+  void pump() {
+    if (backlog_.empty()) return maybe_close();
+    if (conn_->phase() != ConnectionCore::Phase::open) {
+      const std::error_code ec = conn_->error() ? conn_->error() : std::error_code(errc::connection_closed);
+      while (!backlog_.empty()) fail_unsent(*take_front(), ec);
+      return;
+    }
+    if (!channel_) {
+      if (!opening_) open_channel();
+      return;
+    }
+    if (!channel_->is_open()) return;
+    if (conn_->blocked()) return;  // resumed by connection.unblocked
+    amqp::ChannelState& st = channel_->state();
+    while (!backlog_.empty()) {
+      PublishBatch& b = *backlog_.front();
+      if (b.finished) {
+        backlog_.pop_front();
+        continue;
+      }
+      const Route route = route_for(cfg_.topology, b.topic);
+      declare(b.topic);
+      while (b.next < b.messages.size()) {
+        Message& m = b.messages[b.next];
+        const std::size_t bytes = m.payload.size();
+        if (cfg_.confirms && inflight_ != 0 &&
+            (inflight_ + 1 > cfg_.max_unconfirmed || inflight_bytes_ + bytes > cfg_.max_unconfirmed_bytes))
+          return;  // the window is full: confirms resume us
+        amqp::BasicPublish method;
+        method.exchange = route.exchange;
+        method.routing_key = route.routing_key;
+        method.mandatory = cfg_.mandatory;
+        const std::uint64_t seq = cfg_.confirms ? st.confirms.next_tag() : 0;
+        const amqp::BasicProperties props = properties_for(m, cfg_, cfg_.mandatory ? seq : 0);
+        std::error_code ec;
+        const std::uint64_t tag = amqp::publish(st, method, props, m.payload.span(), ec);
+        const std::size_t index = b.next++;
+        if (ec) {
+          settle_one(b, index, ec);
+          continue;
+        }
+        channel_->keep(m.payload);
+        channel_->touch();
+        if (!cfg_.confirms) {
+          settle_one(b, index, {});
+          continue;
+        }
+        if (unconfirmed_.empty()) first_tag_ = tag;
+        unconfirmed_.push_back(Entry{backlog_.front(), index, bytes, false});
+        ++inflight_;
+        inflight_bytes_ += bytes;
+      }
+      backlog_.pop_front();
+    }
+  }
+
+  std::shared_ptr<PublishBatch> take_front() {
+    auto b = std::move(backlog_.front());
+    backlog_.pop_front();
+    return b;
+  }
+
+  void fail_unsent(PublishBatch& b, std::error_code ec) {
+    while (b.next < b.messages.size()) settle_one(b, b.next++, ec);
+  }
+
+  void settle_one(PublishBatch& b, std::size_t index, std::error_code ec) {
+    if (b.finished) return;
+    b.outcomes[index] = ec;
+    if (--b.unsettled == 0) finish(b);
+  }
+
+  void finish(PublishBatch& b) {
+    if (b.finished) return;
+    b.finished = true;
+    if (b.timer) b.timer->cancel();
+    if (auto done = std::move(b.done)) done(b);
+  }
+
+  /// The confirm deadline passed: unsent messages fail (blocked or timed out), sent ones too.
+  void expire(PublishBatch& b) {
+    if (b.finished) return;
+    const std::error_code unsent =
+        conn_->blocked() ? std::error_code(errc::connection_blocked) : std::error_code(errc::confirm_timeout);
+    while (b.next < b.messages.size()) b.outcomes[b.next++] = unsent;
+    b.unsettled = 0;
+    finish(b);
+    conn_->end_turn();
+  }
+
+  void open_channel() {
+    ChannelEvents events;
+    std::weak_ptr<PublisherCore> weak = shared_from_this();
+    events.on_confirm = [weak](const std::vector<amqp::TagRange>& ranges, std::error_code ec) {
+      if (auto self = weak.lock()) self->on_confirm(ranges, ec);
+    };
+    events.on_return = [weak](amqp::ReturnedMessage& r) {
+      if (auto self = weak.lock()) self->on_return(r);
+    };
+    events.on_closed = [weak](std::error_code ec) {
+      if (auto self = weak.lock()) self->on_closed(ec);
+    };
+    events.on_blocked = [weak](bool blocked) {
+      auto self = weak.lock();
+      if (self && !blocked) {
+        self->pump();
+        self->conn_->end_turn();
+      }
+    };
+    opening_ = true;
+    conn_->async_open_channel(
+        std::move(events), [self = shared_from_this()](std::error_code ec, std::shared_ptr<Channel> ch) {
+          self->opening_ = false;
+          if (ec) {
+            while (!self->backlog_.empty()) self->fail_unsent(*self->take_front(), ec);
+            return;
+          }
+          self->channel_ = std::move(ch);
+          self->declared_.clear();
+          if (self->cfg_.confirms) {
+            self->channel_->async_call(amqp::ConfirmSelect{}, [](std::error_code, amqp::Method&) {});
+          }
+          self->pump();
+          self->conn_->end_turn();
+        });
+  }
+
+  void declare(const std::string& topic) {
+    if (!cfg_.topology.declare || declared_.count(topic) != 0) return;
+    declared_.insert(topic);
+    const auto done = [](std::error_code, amqp::Method&) {};  // a failure closes the channel
+    if (cfg_.topology.layout == Layout::queue_per_topic) {
+      channel_->async_call(queue_declaration(cfg_.topology, topic, {}), done);
+    } else {
+      channel_->async_call(exchange_declaration(cfg_.topology, topic), done);
+    }
+  }
+
+  void on_confirm(const std::vector<amqp::TagRange>& ranges, std::error_code ec) {
+    for (const auto& r : ranges) {
+      for (std::uint64_t tag = r.first; tag <= r.last; ++tag) {
+        if (tag < first_tag_ || tag - first_tag_ >= unconfirmed_.size()) continue;
+        Entry& e = unconfirmed_[static_cast<std::size_t>(tag - first_tag_)];
+        if (!e.batch) continue;
+        --inflight_;
+        inflight_bytes_ -= e.bytes;
+        const std::error_code outcome = e.returned && !ec ? std::error_code(errc::message_returned) : ec;
+        auto batch = std::move(e.batch);
+        settle_one(*batch, e.index, outcome);
+      }
+    }
+    while (!unconfirmed_.empty() && !unconfirmed_.front().batch) {
+      unconfirmed_.pop_front();
+      ++first_tag_;
+    }
+    pump();
+    conn_->end_turn();
+  }
+
+  void on_return(amqp::ReturnedMessage& r) {
+    const std::uint64_t seq = sequence_of(r.properties);
+    if (seq < first_tag_ || seq - first_tag_ >= unconfirmed_.size()) return;
+    unconfirmed_[static_cast<std::size_t>(seq - first_tag_)].returned = true;
+  }
+
+  void on_closed(std::error_code) {
+    channel_.reset();
+    unconfirmed_.clear();
+    inflight_ = 0;
+    inflight_bytes_ = 0;
+    if (!closing_) pump();  // reopens for what is left
+    conn_->end_turn();
+  }
+
+  void maybe_close() {
+    if (!closing_ || !backlog_.empty() || !unconfirmed_.empty() || !channel_) return;
+    auto ch = std::move(channel_);
+    ch->async_close([] {});
+  }
+
+  std::shared_ptr<ConnectionCore> conn_;
+  const RabbitMQConfig& cfg_;
+  std::shared_ptr<Channel> channel_;
+  bool opening_ = false;
+  bool closing_ = false;
+  std::deque<std::shared_ptr<PublishBatch>> backlog_;
+  std::deque<Entry> unconfirmed_;
+  std::uint64_t first_tag_ = 1;
+  std::size_t inflight_ = 0;
+  std::size_t inflight_bytes_ = 0;
+  std::unordered_set<std::string> declared_;
+};
+
+inline std::error_code check_topic(std::string_view topic) {
+  if (topic.empty() || topic.size() > 255 || topic.find('\0') != std::string_view::npos)
+    return kincir::errc::invalid_topic;
+  return {};
+}
+
+}  // namespace detail
+
+/// Publishes to RabbitMQ: a topic is an exchange (declared on first use) or, with
+/// `Layout::queue_per_topic`, a queue on the default exchange.
+///
+/// With confirms (the default) every message gets exactly one outcome: acked (no error),
+/// nacked (`errc::message_nacked`), returned (`errc::message_returned`, with `mandatory`:
+/// matched to its publish through the `x-kincir-seq` header), or lost (`errc::message_lost`
+/// when the connection died, or the reply code that closed the channel, e.g.
+/// `reply_code::not_found`), or `errc::confirm_timeout` / `errc::connection_blocked` after
+/// `confirm_timeout`. A synchronous publish pipelines the whole batch and returns once every
+/// message has its outcome. At most `max_unconfirmed` messages (and `max_unconfirmed_bytes`)
+/// are unconfirmed; past that, publishes wait (asynchronous ones complete later).
+///
+/// On failure the batch vector holds exactly the messages that were not acked, in order (with
+/// RabbitMQ these need not be a prefix: one message of a batch can be nacked and the next acked).
+///
+/// Thread-safe: any thread may publish, concurrently; everything runs on the connection's strand.
+class RabbitMQPublisher {
+ public:
+  /// A publisher on `connection` (which it keeps alive), with the connection's config.
+  explicit RabbitMQPublisher(std::shared_ptr<Connection> connection)
+      : connection_(std::move(connection)), core_(std::make_shared<detail::PublisherCore>(connection_->core())) {}
+  /// A publisher with a connection of its own.
+  explicit RabbitMQPublisher(const RabbitMQConfig& config) : RabbitMQPublisher(Connection::open(config)) {}
+  explicit RabbitMQPublisher(std::string_view uri) : RabbitMQPublisher(Connection::open(uri)) {}
+
+  RabbitMQPublisher(RabbitMQPublisher&&) noexcept = default;
+  RabbitMQPublisher& operator=(RabbitMQPublisher&&) noexcept = default;
+  RabbitMQPublisher(const RabbitMQPublisher&) = delete;
+  RabbitMQPublisher& operator=(const RabbitMQPublisher&) = delete;
+
+  /// Closes the publisher's channel once its asynchronous publishes have their outcomes.
+  ~RabbitMQPublisher() {
+    if (core_) asio::post(connection_->core()->strand(), [core = core_] { core->shutdown(); });
+  }
+
+  /// Publishes `batch` to `topic` and waits for every outcome (see the class comment).
+  void publish(std::string_view topic, std::vector<Message>&& batch, std::error_code& ec) {
+    std::vector<std::error_code> outcomes;
+    publish_with_outcomes(topic, std::span<Message>(batch), outcomes, ec);
+    if (!ec) {
+      batch.clear();
+      return;
+    }
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i)
+      if (i >= outcomes.size() || outcomes[i]) {
+        if (kept != i) batch[kept] = std::move(batch[i]);
+        ++kept;
+      }
+    batch.resize(kept);
+  }
+  void publish(std::string_view topic, std::vector<Message>&& batch) {
+    std::error_code ec;
+    publish(topic, std::move(batch), ec);
+    throw_if(ec, "RabbitMQPublisher::publish");
+  }
+
+  /// Publishes one message and waits for its outcome; on failure `message` is left as it was.
+  void publish(std::string_view topic, Message&& message, std::error_code& ec) {
+    std::vector<std::error_code> outcomes;
+    publish_with_outcomes(topic, std::span<Message>(&message, 1), outcomes, ec);
+  }
+  void publish(std::string_view topic, Message&& message) {
+    std::error_code ec;
+    publish(topic, std::move(message), ec);
+    throw_if(ec, "RabbitMQPublisher::publish");
+  }
+
+  /// Publishes `messages` (read, not moved) and fills `outcomes` with one outcome per message;
+  /// `ec` is the first failed outcome. The messages may be reused or destroyed on return.
+  void publish_with_outcomes(std::string_view topic, std::span<Message> messages,
+                             std::vector<std::error_code>& outcomes, std::error_code& ec) {
+    outcomes.clear();
+    ec = detail::check_topic(topic);
+    if (ec) return;
+    auto batch = std::make_shared<detail::PublishBatch>();
+    batch->topic.assign(topic);
+    batch->messages = messages;
+    auto waiter = std::make_shared<detail::Waiter<std::vector<std::error_code>>>();
+    batch->done = [waiter](detail::PublishBatch& b) {
+      const std::error_code first = b.first_error();
+      waiter->set(first, std::move(b.outcomes));
+    };
+    asio::post(connection_->core()->strand(), [core = core_, batch] { core->submit(batch); });
+    outcomes = waiter->wait(ec);
+  }
+
+  /// Publishes asynchronously; the batch is moved into the operation. Completion signature
+  /// `void(std::error_code)`: the first failed outcome, once every message has one. The handler
+  /// runs on its associated executor (the connection's handler executor if it has none), never
+  /// inside this call.
+  template <class CompletionToken>
+  auto async_publish(std::string_view topic, std::vector<Message>&& batch, CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(std::error_code)>(
+        [this](auto handler, std::string name, std::vector<Message> messages) {
+          auto executor = asio::get_associated_executor(handler, connection_->handler_executor());
+          auto work = asio::make_work_guard(executor);
+          const std::error_code invalid = detail::check_topic(name);
+          if (invalid) {
+            asio::post(executor, [handler = std::move(handler), invalid]() mutable { std::move(handler)(invalid); });
+            return;
+          }
+          auto b = std::make_shared<detail::PublishBatch>();
+          b->topic = std::move(name);
+          b->owned = std::move(messages);
+          b->messages = std::span<Message>(b->owned);
+          b->done = [handler = std::move(handler), work = std::move(work)](detail::PublishBatch& done) mutable {
+            const std::error_code ec = done.first_error();
+            auto ex = work.get_executor();
+            asio::post(ex, [handler = std::move(handler), ec]() mutable { std::move(handler)(ec); });
+            work.reset();
+          };
+          asio::post(connection_->core()->strand(), [core = core_, b] { core->submit(b); });
+        },
+        token, std::string(topic), std::move(batch));
+  }
+
+  /// One message, asynchronously; its outcome completes the operation.
+  template <class CompletionToken>
+  auto async_publish(std::string_view topic, Message&& message, CompletionToken&& token) {
+    std::vector<Message> batch;
+    batch.push_back(std::move(message));
+    return async_publish(topic, std::move(batch), std::forward<CompletionToken>(token));
+  }
+
+  /// The broker blocked the connection (resource alarm): publishes wait until it unblocks.
+  [[nodiscard]] bool blocked() const noexcept { return connection_->blocked(); }
+  [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
+
+ private:
+  std::shared_ptr<Connection> connection_;
+  std::shared_ptr<detail::PublisherCore> core_;
+};
+
+static_assert(Publisher<RabbitMQPublisher>);
+static_assert(AsyncPublisher<RabbitMQPublisher>);
+
+}  // namespace kincir::rabbitmq

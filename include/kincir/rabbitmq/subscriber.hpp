@@ -1,0 +1,631 @@
+/// @file
+/// `kincir::rabbitmq::RabbitMQSubscriber`: consumes a topic from RabbitMQ with manual
+/// acknowledgements, a per-consumer prefetch and delivery counts.
+#pragma once
+
+#include <kincir/config.hpp>
+
+#include <kincir/core/ack.hpp>             // BasicAckHandle
+#include <kincir/core/concepts.hpp>        // Subscriber, AckSubscriber, AsyncSubscriber
+#include <kincir/core/error.hpp>           // kincir::errc, throw_if
+#include <kincir/core/message.hpp>         // Message
+#include <kincir/rabbitmq/connection.hpp>  // Connection, Channel
+#include <kincir/rabbitmq/mapping.hpp>     // declarations, message_of, delivery_count_of
+#include <kincir/rabbitmq/publisher.hpp>   // detail::check_topic
+
+#include <asio/associated_executor.hpp>  // the handler's executor
+#include <asio/async_result.hpp>         // asio::async_initiate
+#include <asio/executor_work_guard.hpp>  // keeps the handler's executor alive
+
+#include <atomic>              // the channel generation
+#include <chrono>              // receive_for
+#include <condition_variable>  // receive waits
+#include <cstdint>             // delivery tags
+#include <deque>               // the delivery buffer
+#include <memory>              // std::shared_ptr
+#include <mutex>               // buffer and settlement queue
+#include <optional>            // try_receive
+#include <span>                // batch settlement
+#include <string>              // topic, queue, consumer tag
+#include <string_view>         // topics
+#include <system_error>        // std::error_code
+#include <unordered_set>       // unacked tags
+#include <utility>             // std::pair
+#include <vector>              // settlements
+
+namespace kincir::rabbitmq {
+
+namespace detail {
+
+/// A handle's tag: the channel generation in the top 16 bits, the delivery tag below. A tag
+/// from an earlier generation (the channel was reopened) is never sent to the broker.
+inline constexpr int kGenerationShift = 48;
+inline constexpr std::uint64_t kDeliveryTagMask = (std::uint64_t{1} << kGenerationShift) - 1;
+inline constexpr std::uint64_t kGenerationMask = 0xFFFF;
+
+struct Received {
+  Message message;
+  std::uint64_t tag = 0;  // generation-qualified
+  std::uint32_t count = 1;
+  std::chrono::system_clock::time_point timestamp;
+};
+
+/// A waiting `async_receive`, type-erased (handlers may be move-only).
+class AsyncReceiver {
+ public:
+  virtual ~AsyncReceiver() = default;
+  virtual void complete(std::error_code ec, Message m) = 0;
+};
+
+template <class Handler, class Executor>
+class AsyncReceiverImpl final : public AsyncReceiver {
+ public:
+  AsyncReceiverImpl(Handler h, Executor ex) : handler_(std::move(h)), work_(asio::make_work_guard(ex)) {}
+  void complete(std::error_code ec, Message m) override {
+    auto ex = work_.get_executor();
+    asio::post(ex, [h = std::move(handler_), ec, m = std::move(m)]() mutable { std::move(h)(ec, std::move(m)); });
+    work_.reset();
+  }
+
+ private:
+  Handler handler_;
+  asio::executor_work_guard<Executor> work_;
+};
+
+enum class Settle : std::uint8_t { ack, requeue, reject };
+
+/// The subscriber's state, shared by its user-facing methods (any thread, under `mutex_`) and
+/// the strand (deliveries, settlements, channel events).
+class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
+ public:
+  explicit SubscriberCore(std::shared_ptr<ConnectionCore> conn) : conn_(std::move(conn)), cfg_(conn_->config()) {}
+
+  // --- any thread ---
+  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
+    ec = check_topic(topic);
+    if (!ec && group.size() > 200) ec = kincir::errc::invalid_argument;
+    if (ec) return;
+    unsubscribe();
+    auto waiter = std::make_shared<Waiter<int>>();
+    asio::post(conn_->strand(), [self = shared_from_this(), topic = std::string(topic), group = std::string(group),
+                                 waiter] { self->start(topic, group, waiter); });
+    waiter->wait(ec);
+    if (!ec) {
+      const std::lock_guard lock(mutex_);
+      topic_.assign(topic);
+    }
+  }
+
+  void unsubscribe() {
+    std::unique_ptr<AsyncReceiver> pending;
+    {
+      const std::lock_guard lock(mutex_);
+      if (topic_.empty() && !subscribed_) return;
+      topic_.clear();
+      subscribed_ = false;
+      buffer_.clear();
+      unacked_.clear();
+      terminal_ = kincir::errc::not_subscribed;
+      generation_.fetch_add(1, std::memory_order_acq_rel);
+      pending = std::move(async_);
+    }
+    cv_.notify_all();
+    if (pending) pending->complete(asio::error::operation_aborted, Message{});
+    auto waiter = std::make_shared<Waiter<int>>();
+    asio::post(conn_->strand(), [self = shared_from_this(), waiter] {
+      auto ch = std::move(self->channel_);
+      if (!ch) return waiter->set({}, 0);
+      ch->async_close([waiter] { waiter->set({}, 0); });
+      self->conn_->end_turn();
+    });
+    std::error_code ignored;
+    waiter->wait(ignored);
+  }
+
+  /// Waits until `deadline` for a delivery. `track`: hand it out for an explicit ack; otherwise
+  /// it is acknowledged now.
+  bool next(std::chrono::steady_clock::time_point deadline, bool track, Received& out, std::error_code& ec) {
+    ec.clear();
+    std::unique_lock lock(mutex_);
+    const auto ready = [this] { return !buffer_.empty() || terminal_; };
+    if (deadline == std::chrono::steady_clock::time_point::max()) {
+      cv_.wait(lock, ready);
+    } else if (!cv_.wait_until(lock, deadline, ready)) {
+      ec = kincir::errc::timeout;
+      return false;
+    }
+    if (buffer_.empty()) {
+      ec = terminal_;
+      return false;
+    }
+    out = std::move(buffer_.front());
+    buffer_.pop_front();
+    hand_out(out, track);
+    return true;
+  }
+
+  void async_receive(std::unique_ptr<AsyncReceiver> op) {
+    std::unique_lock lock(mutex_);
+    if (!buffer_.empty()) {
+      Received r = std::move(buffer_.front());
+      buffer_.pop_front();
+      hand_out(r, false);
+      lock.unlock();
+      return op->complete({}, std::move(r.message));
+    }
+    if (terminal_) {
+      const auto ec = terminal_;
+      lock.unlock();
+      return op->complete(ec, Message{});
+    }
+    async_ = std::move(op);
+  }
+
+  void settle(std::uint64_t tag, Settle how, std::error_code& ec) {
+    ec.clear();
+    {
+      const std::lock_guard lock(mutex_);
+      if ((tag >> kGenerationShift) != current_generation() || unacked_.erase(tag) == 0) {
+        ec = kincir::errc::unknown_delivery;
+        return;
+      }
+      queue_settle(tag, how);
+    }
+  }
+
+  [[nodiscard]] std::string topic() {
+    const std::lock_guard lock(mutex_);
+    return topic_;
+  }
+
+  // --- strand ---
+  void shutdown() {
+    if (auto ch = std::move(channel_)) ch->async_close([] {});
+    conn_->end_turn();
+  }
+
+ private:
+  struct Settlement {
+    std::uint64_t tag;
+    Settle how;
+  };
+  struct Outstanding {
+    std::uint64_t tag;
+    bool acked = false;
+    bool sent = false;
+  };
+
+  [[nodiscard]] std::uint64_t current_generation() const noexcept {
+    return generation_.load(std::memory_order_acquire) & kGenerationMask;
+  }
+
+  // Under mutex_.
+  void hand_out(const Received& r, bool track) {
+    if (track)
+      unacked_.insert(r.tag);
+    else
+      queue_settle(r.tag, Settle::ack);
+  }
+
+  // Under mutex_: settlements go to the strand in batches (one post per batch).
+  void queue_settle(std::uint64_t tag, Settle how) {
+    settlements_.push_back(Settlement{tag, how});
+    if (settle_posted_) return;
+    settle_posted_ = true;
+    asio::post(conn_->strand(), [self = shared_from_this()] { self->flush_settlements(); });
+  }
+
+  void start(const std::string& topic, const std::string& group, const std::shared_ptr<Waiter<int>>& waiter) {
+    ChannelEvents events;
+    std::weak_ptr<SubscriberCore> weak = shared_from_this();
+    events.on_delivery = [weak](amqp::Delivery& d) {
+      if (auto self = weak.lock()) self->on_delivery(d);
+    };
+    events.on_cancel = [weak](const std::string&) {
+      if (auto self = weak.lock()) self->set_terminal(errc::consumer_cancelled);
+    };
+    events.on_closed = [weak](std::error_code ec) {
+      if (auto self = weak.lock()) self->on_closed(ec);
+    };
+    conn_->async_open_channel(std::move(events), [self = shared_from_this(), topic, group, waiter](
+                                                     std::error_code ec, const std::shared_ptr<Channel>& ch) {
+      if (ec) return waiter->set(ec, 0);
+      self->channel_ = ch;
+      self->outstanding_.clear();
+      std::uint64_t generation = 0;
+      {
+        const std::lock_guard lock(self->mutex_);
+        generation = self->generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
+        self->terminal_.clear();
+        self->subscribed_ = true;
+        self->buffer_.clear();
+        self->unacked_.clear();
+      }
+      self->channel_generation_ = generation & kGenerationMask;
+      self->declare_and_consume(*ch, topic, group, waiter);
+      self->conn_->end_turn();
+    });
+    conn_->end_turn();
+  }
+
+  void declare_and_consume(Channel& ch, const std::string& topic, const std::string& group,
+                           const std::shared_ptr<Waiter<int>>& waiter) {
+    // Pipelined: the broker answers in order, and the first failure closes the channel, which
+    // fails every later call with the same code.
+    auto first_error = std::make_shared<std::error_code>();
+    const auto step = [first_error, waiter](std::error_code ec, amqp::Method&) {
+      if (ec && !*first_error) {
+        *first_error = ec;
+        waiter->set(ec, 0);
+      }
+    };
+    const TopologyConfig& t = cfg_.topology;
+    const amqp::QueueDeclare queue = queue_declaration(t, topic, group);
+    if (t.layout == Layout::exchange_per_topic) {
+      if (t.declare) ch.async_call(exchange_declaration(t, topic), step);
+      ch.async_call(queue, step);
+      amqp::QueueBind bind;
+      bind.queue = queue.queue;  // empty: the queue just declared (server-named)
+      const Route route = route_for(t, topic);
+      bind.exchange = route.exchange;
+      bind.routing_key = route.routing_key;
+      ch.async_call(bind, step);
+    } else if (t.declare) {
+      ch.async_call(queue, step);
+    }
+    amqp::BasicQos qos;
+    qos.prefetch_count = cfg_.prefetch == 0 ? 1 : cfg_.prefetch;
+    ch.async_call(qos, step);
+    amqp::BasicConsume consume;
+    consume.queue = queue.queue;
+    ch.async_call(consume, [self = shared_from_this(), first_error, waiter](std::error_code ec, amqp::Method& m) {
+      if (ec) {
+        if (!*first_error) waiter->set(ec, 0);
+        return;
+      }
+      if (auto* ok = std::get_if<amqp::BasicConsumeOk>(&m)) self->consumer_tag_ = ok->consumer_tag;
+      waiter->set({}, 0);
+    });
+  }
+
+  void on_delivery(amqp::Delivery& d) {
+    Received r;
+    r.count = delivery_count_of(d);
+    r.tag = (channel_generation_ << kGenerationShift) | (d.delivery_tag & kDeliveryTagMask);
+    r.timestamp = d.properties.timestamp
+                      ? std::chrono::system_clock::time_point(std::chrono::seconds(*d.properties.timestamp))
+                      : std::chrono::system_clock::now();
+    r.message = message_of(d);
+    outstanding_.push_back(Outstanding{d.delivery_tag});
+    std::unique_ptr<AsyncReceiver> op;
+    Message direct;
+    {
+      const std::lock_guard lock(mutex_);
+      if (channel_generation_ != current_generation()) return;
+      if (async_) {
+        op = std::move(async_);
+        hand_out(r, false);
+        direct = std::move(r.message);
+      } else {
+        buffer_.push_back(std::move(r));
+      }
+    }
+    if (op)
+      op->complete({}, std::move(direct));
+    else
+      cv_.notify_one();
+  }
+
+  void set_terminal(std::error_code ec) {
+    std::unique_ptr<AsyncReceiver> op;
+    {
+      const std::lock_guard lock(mutex_);
+      if (!terminal_) terminal_ = ec;
+      if (buffer_.empty()) op = std::move(async_);
+    }
+    cv_.notify_all();
+    if (op) op->complete(ec, Message{});
+  }
+
+  void on_closed(std::error_code ec) {
+    channel_.reset();
+    outstanding_.clear();
+    set_terminal(ec ? ec : std::error_code(errc::channel_closed));
+  }
+
+  /// Sends the queued settlements: acks that complete a prefix of the outstanding deliveries go
+  /// as one `multiple` ack, the rest one by one; nacks and rejects at once. Settlements of an
+  /// earlier channel generation are dropped: their tags mean nothing to the broker now.
+  void flush_settlements() {
+    std::vector<Settlement> batch;
+    {
+      const std::lock_guard lock(mutex_);
+      batch.swap(settlements_);
+      settle_posted_ = false;
+    }
+    if (!channel_ || !channel_->is_open()) return;
+    amqp::ChannelState& st = channel_->state();
+    std::error_code ec;
+    for (const auto& s : batch) {
+      if ((s.tag >> kGenerationShift) != channel_generation_) continue;
+      const std::uint64_t tag = s.tag & kDeliveryTagMask;
+      Outstanding* o = find(tag);
+      if (o == nullptr) continue;
+      if (s.how == Settle::ack) {
+        o->acked = true;
+        continue;
+      }
+      if (s.how == Settle::requeue)
+        amqp::nack(st, tag, false, true, ec);
+      else
+        amqp::reject(st, tag, false, ec);
+      o->acked = o->sent = true;
+    }
+    std::uint64_t prefix = 0;
+    bool prefix_has_ack = false;
+    while (!outstanding_.empty() && outstanding_.front().acked) {
+      prefix = outstanding_.front().tag;
+      prefix_has_ack = prefix_has_ack || !outstanding_.front().sent;
+      outstanding_.pop_front();
+    }
+    if (prefix_has_ack) amqp::ack(st, prefix, true, ec);
+    for (auto& o : outstanding_) {
+      if (o.acked && !o.sent) {
+        amqp::ack(st, o.tag, false, ec);
+        o.sent = true;
+      }
+    }
+    channel_->touch();
+    conn_->end_turn();
+  }
+
+  Outstanding* find(std::uint64_t tag) {
+    // Tags rise in delivery order: binary search.
+    auto it = std::lower_bound(outstanding_.begin(), outstanding_.end(), tag,
+                               [](const Outstanding& o, std::uint64_t t) { return o.tag < t; });
+    return it != outstanding_.end() && it->tag == tag ? &*it : nullptr;
+  }
+
+  std::shared_ptr<ConnectionCore> conn_;
+  const RabbitMQConfig& cfg_;
+
+  // Strand.
+  std::shared_ptr<Channel> channel_;
+  std::uint64_t channel_generation_ = 0;
+  std::string consumer_tag_;
+  std::deque<Outstanding> outstanding_;
+
+  // Any thread, under mutex_.
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Received> buffer_;
+  std::unordered_set<std::uint64_t> unacked_;
+  std::vector<Settlement> settlements_;
+  bool settle_posted_ = false;
+  bool subscribed_ = false;
+  std::string topic_;
+  std::error_code terminal_{kincir::errc::not_subscribed};
+  std::unique_ptr<AsyncReceiver> async_;
+  std::atomic<std::uint64_t> generation_{0};
+};
+
+}  // namespace detail
+
+/// Consumes one topic (see `TopologyConfig` for the queue it gets): without a group, its own
+/// exclusive auto-delete queue bound to the topic's exchange (it sees every message); with a
+/// group, the group's durable queue, shared with the other members (each message goes to one).
+///
+/// Deliveries are consumed with manual acknowledgement and at most `prefetch` unacknowledged
+/// at a time. `receive`, `try_receive`, `receive_for` and `async_receive` acknowledge what they
+/// hand out (acks are coalesced into `multiple` acks); `receive_with_ack` hands out a
+/// `BasicAckHandle` to settle with `ack`, `nack(requeue)` or `reject`. The delivery count comes
+/// from `x-delivery-count` (quorum queues) or `redelivered`. A consumer the broker cancels (its
+/// queue was deleted) or a channel the broker closes ends the subscription: receiving returns
+/// what is buffered, then the error (`errc::consumer_cancelled`, the reply code). A handle from
+/// before a re-subscribe is `kincir::errc::unknown_delivery` and is never sent to the broker.
+///
+/// Thread safety: receiving from one thread at a time (one `async_receive` at a time); `ack`,
+/// `nack` and `reject` from any thread.
+class RabbitMQSubscriber {
+ public:
+  using handle_type = BasicAckHandle;
+
+  explicit RabbitMQSubscriber(std::shared_ptr<Connection> connection)
+      : connection_(std::move(connection)), core_(std::make_shared<detail::SubscriberCore>(connection_->core())) {}
+  explicit RabbitMQSubscriber(const RabbitMQConfig& config) : RabbitMQSubscriber(Connection::open(config)) {}
+  explicit RabbitMQSubscriber(std::string_view uri) : RabbitMQSubscriber(Connection::open(uri)) {}
+
+  RabbitMQSubscriber(RabbitMQSubscriber&&) noexcept = default;
+  RabbitMQSubscriber& operator=(RabbitMQSubscriber&&) noexcept = default;
+  RabbitMQSubscriber(const RabbitMQSubscriber&) = delete;
+  RabbitMQSubscriber& operator=(const RabbitMQSubscriber&) = delete;
+
+  /// Closes the channel: unacknowledged deliveries go back to their queue.
+  ~RabbitMQSubscriber() {
+    if (core_) asio::post(connection_->core()->strand(), [core = core_] { core->shutdown(); });
+  }
+
+  /// Declares what the topology needs, binds and starts consuming (waits for consume-ok).
+  /// Leaves a previous subscription first. Errors: `kincir::errc::invalid_topic`, the reply code
+  /// of a failed declare (e.g. 406 for a queue redeclared with other arguments), `call_timeout`.
+  void subscribe(std::string_view topic, std::error_code& ec) { core_->subscribe(topic, {}, ec); }
+  void subscribe(std::string_view topic) {
+    std::error_code ec;
+    subscribe(topic, ec);
+    throw_if(ec, "RabbitMQSubscriber::subscribe");
+  }
+  /// Joins consumer group `group` (an empty group means none).
+  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
+    core_->subscribe(topic, group, ec);
+  }
+  void subscribe(std::string_view topic, std::string_view group) {
+    std::error_code ec;
+    subscribe(topic, group, ec);
+    throw_if(ec, "RabbitMQSubscriber::subscribe");
+  }
+  /// Cancels the consumer and closes its channel; unacked deliveries are requeued by the broker.
+  void unsubscribe() { core_->unsubscribe(); }
+
+  Message receive(std::error_code& ec) {
+    detail::Received r;
+    core_->next(std::chrono::steady_clock::time_point::max(), false, r, ec);
+    return std::move(r.message);
+  }
+  Message receive() {
+    std::error_code ec;
+    Message m = receive(ec);
+    throw_if(ec, "RabbitMQSubscriber::receive");
+    return m;
+  }
+
+  std::optional<Message> try_receive(std::error_code& ec) {
+    detail::Received r;
+    if (core_->next(std::chrono::steady_clock::now(), false, r, ec)) return std::move(r.message);
+    if (ec == kincir::errc::timeout) ec.clear();
+    return std::nullopt;
+  }
+  std::optional<Message> try_receive() {
+    std::error_code ec;
+    auto m = try_receive(ec);
+    throw_if(ec, "RabbitMQSubscriber::try_receive");
+    return m;
+  }
+
+  template <class Rep, class Period>
+  std::optional<Message> receive_for(std::chrono::duration<Rep, Period> timeout, std::error_code& ec) {
+    detail::Received r;
+    if (core_->next(deadline(timeout), false, r, ec)) return std::move(r.message);
+    if (ec == kincir::errc::timeout) ec.clear();
+    return std::nullopt;
+  }
+  template <class Rep, class Period>
+  std::optional<Message> receive_for(std::chrono::duration<Rep, Period> timeout) {
+    std::error_code ec;
+    auto m = receive_for(timeout, ec);
+    throw_if(ec, "RabbitMQSubscriber::receive_for");
+    return m;
+  }
+
+  std::pair<Message, handle_type> receive_with_ack(std::error_code& ec) {
+    detail::Received r;
+    if (!core_->next(std::chrono::steady_clock::time_point::max(), true, r, ec)) return {};
+    return {std::move(r.message), handle(r)};
+  }
+  std::pair<Message, handle_type> receive_with_ack() {
+    std::error_code ec;
+    auto r = receive_with_ack(ec);
+    throw_if(ec, "RabbitMQSubscriber::receive_with_ack");
+    return r;
+  }
+
+  template <class Rep, class Period>
+  std::optional<std::pair<Message, handle_type>> receive_with_ack_for(std::chrono::duration<Rep, Period> timeout,
+                                                                      std::error_code& ec) {
+    detail::Received r;
+    if (!core_->next(deadline(timeout), true, r, ec)) {
+      if (ec == kincir::errc::timeout) ec.clear();
+      return std::nullopt;
+    }
+    return std::pair<Message, handle_type>{std::move(r.message), handle(r)};
+  }
+  template <class Rep, class Period>
+  std::optional<std::pair<Message, handle_type>> receive_with_ack_for(std::chrono::duration<Rep, Period> timeout) {
+    std::error_code ec;
+    auto r = receive_with_ack_for(timeout, ec);
+    throw_if(ec, "RabbitMQSubscriber::receive_with_ack_for");
+    return r;
+  }
+
+  /// basic.ack (coalesced with others into one `multiple` ack when they complete a prefix).
+  void ack(const handle_type& h, std::error_code& ec) { core_->settle(h.tag(), detail::Settle::ack, ec); }
+  void ack(const handle_type& h) {
+    std::error_code ec;
+    ack(h, ec);
+    throw_if(ec, "RabbitMQSubscriber::ack");
+  }
+  /// basic.nack: `requeue` puts it back in its queue (delivered again, `redelivered` set);
+  /// otherwise it is dead-lettered or dropped, as the queue's arguments say.
+  void nack(const handle_type& h, bool requeue, std::error_code& ec) {
+    core_->settle(h.tag(), requeue ? detail::Settle::requeue : detail::Settle::reject, ec);
+  }
+  void nack(const handle_type& h, bool requeue) {
+    std::error_code ec;
+    nack(h, requeue, ec);
+    throw_if(ec, "RabbitMQSubscriber::nack");
+  }
+  /// basic.reject (never requeued unless asked).
+  void reject(const handle_type& h, bool requeue, std::error_code& ec) {
+    core_->settle(h.tag(), requeue ? detail::Settle::requeue : detail::Settle::reject, ec);
+  }
+  void reject(const handle_type& h, bool requeue = false) {
+    std::error_code ec;
+    reject(h, requeue, ec);
+    throw_if(ec, "RabbitMQSubscriber::reject");
+  }
+
+  void ack_batch(std::span<const handle_type> handles, std::error_code& ec) {
+    settle_all(handles, detail::Settle::ack, ec);
+  }
+  void ack_batch(std::span<const handle_type> handles) {
+    std::error_code ec;
+    ack_batch(handles, ec);
+    throw_if(ec, "RabbitMQSubscriber::ack_batch");
+  }
+  void nack_batch(std::span<const handle_type> handles, bool requeue, std::error_code& ec) {
+    settle_all(handles, requeue ? detail::Settle::requeue : detail::Settle::reject, ec);
+  }
+  void nack_batch(std::span<const handle_type> handles, bool requeue) {
+    std::error_code ec;
+    nack_batch(handles, requeue, ec);
+    throw_if(ec, "RabbitMQSubscriber::nack_batch");
+  }
+
+  /// Receives asynchronously (acknowledged when handed out). Completion signature
+  /// `void(std::error_code, kincir::Message)`. The handler runs on its associated executor (the
+  /// connection's handler executor if it has none), never inside this call. One at a time;
+  /// `unsubscribe` completes a pending one with `asio::error::operation_aborted`.
+  template <class CompletionToken>
+  auto async_receive(CompletionToken&& token) {
+    return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
+        [this](auto handler) {
+          auto executor = asio::get_associated_executor(handler, connection_->handler_executor());
+          using Op = detail::AsyncReceiverImpl<decltype(handler), decltype(executor)>;
+          core_->async_receive(std::make_unique<Op>(std::move(handler), executor));
+        },
+        token);
+  }
+
+  [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
+
+ private:
+  template <class Rep, class Period>
+  static std::chrono::steady_clock::time_point deadline(std::chrono::duration<Rep, Period> timeout) {
+    const auto now = std::chrono::steady_clock::now();
+    if (timeout >= std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(
+                       std::chrono::steady_clock::time_point::max() - now))
+      return std::chrono::steady_clock::time_point::max();
+    return now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  }
+
+  handle_type handle(const detail::Received& r) const {
+    return handle_type(core_->topic(), r.message.uuid, r.count, r.timestamp, r.tag);
+  }
+
+  void settle_all(std::span<const handle_type> handles, detail::Settle how, std::error_code& ec) {
+    ec.clear();
+    for (const auto& h : handles) {
+      std::error_code one;
+      core_->settle(h.tag(), how, one);
+      if (one && !ec) ec = one;
+    }
+  }
+
+  std::shared_ptr<Connection> connection_;
+  std::shared_ptr<detail::SubscriberCore> core_;
+};
+
+static_assert(Subscriber<RabbitMQSubscriber>);
+static_assert(AckSubscriber<RabbitMQSubscriber>);
+static_assert(AsyncSubscriber<RabbitMQSubscriber>);
+
+}  // namespace kincir::rabbitmq

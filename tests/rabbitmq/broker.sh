@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A throw-away RabbitMQ node on 127.0.0.1 for the integration tests (a CTest fixture).
+#
+#   broker.sh start DIR    starts epmd and a node with everything under DIR, waits until it
+#                          accepts AMQP connections; fails loudly if a port is taken or the node
+#                          does not come up
+#   broker.sh stop DIR     stops the node and epmd started in DIR, by pid
+#   broker.sh ctl DIR ARGS runs rabbitmqctl against that node
+#
+# Ports (environment): KINCIR_RABBITMQ_PORT (AMQP, 5673), KINCIR_RABBITMQ_DIST_PORT (25673),
+# KINCIR_RABBITMQ_EPMD_PORT (4370). Works as root and as an ordinary user.
+set -euo pipefail
+
+cmd=${1:?usage: broker.sh start|stop|ctl DIR}
+dir=${2:?usage: broker.sh start|stop|ctl DIR}
+amqp_port=${KINCIR_RABBITMQ_PORT:-5673}
+dist_port=${KINCIR_RABBITMQ_DIST_PORT:-25673}
+epmd_port=${KINCIR_RABBITMQ_EPMD_PORT:-4370}
+bin=/usr/lib/rabbitmq/bin
+
+node_env() {
+  export HOME="$dir/home"
+  export RABBITMQ_NODENAME=rabbit@localhost
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$amqp_port"
+  export RABBITMQ_DIST_PORT="$dist_port"
+  export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+  export RABBITMQ_LOG_BASE="$dir/log"
+  export RABBITMQ_PLUGINS_EXPAND_DIR="$dir/plugins-expand"
+  export RABBITMQ_SCHEMA_DIR="$dir/schema"
+  export RABBITMQ_GENERATED_CONFIG_DIR="$dir/config"
+  export ERL_CRASH_DUMP="$dir/log/erl_crash.dump"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"  # rabbitmq.conf
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
+  export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
+  export RABBITMQ_PID_FILE="$dir/rabbit.pid"
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export ERL_EPMD_PORT="$epmd_port"
+  export RABBITMQ_CTL_DIST_PORT_MIN=$((dist_port + 10000))
+  export RABBITMQ_CTL_DIST_PORT_MAX=$((dist_port + 10010))
+  # Never let Erlang start an epmd of its own: ours runs on loopback and is stopped by pid.
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
+  export RABBITMQ_CTL_ERL_ARGS="-start_epmd false"
+}
+
+port_free() {  # port_free PORT: nothing listens on 127.0.0.1:PORT
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+stop_pid() {  # stop_pid FILE: SIGTERM the process (group) whose pid FILE holds, then SIGKILL
+  local file=$1 pid i
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  rm -f "$file"
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+start() {
+  if [ ! -x "$bin/rabbitmq-server" ]; then
+    echo "broker.sh: rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)" >&2
+    exit 1
+  fi
+  # A node left over from an interrupted run in this directory goes first.
+  stop_pid "$dir/node.pid"
+  stop_pid "$dir/epmd.pid"
+  for p in "$amqp_port" "$dist_port" "$epmd_port"; do
+    if ! port_free "$p"; then
+      echo "broker.sh: port $p on 127.0.0.1 is already in use; set KINCIR_RABBITMQ_PORT," \
+           "KINCIR_RABBITMQ_DIST_PORT or KINCIR_RABBITMQ_EPMD_PORT to free ports" >&2
+      exit 1
+    fi
+  done
+  rm -rf "$dir"
+  mkdir -p "$dir/home" "$dir/mnesia" "$dir/log" "$dir/plugins-expand" "$dir/schema" "$dir/config"
+  chmod 700 "$dir/home"
+  echo "[]." >"$dir/enabled_plugins"
+  : >"$dir/rabbitmq-env.conf"
+  echo "[]." >"$dir/advanced.config"
+  cat >"$dir/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:$amqp_port
+loopback_users = none
+log.console = false
+log.file.level = warning
+CONF
+  node_env
+  # epmd in the foreground (no -daemon) so that its pid is ours to stop.
+  setsid epmd -address 127.0.0.1 -port "$epmd_port" </dev/null >"$dir/log/epmd.log" 2>&1 &
+  echo $! >"$dir/epmd.pid"
+  local i
+  for i in $(seq 1 50); do
+    port_free "$epmd_port" || break
+    sleep 0.1
+  done
+  RABBITMQ_ALLOW_INPUT= setsid "$bin/rabbitmq-server" </dev/null >"$dir/log/node.out" 2>&1 &
+  echo $! >"$dir/node.pid"
+  for i in $(seq 1 600); do
+    if ! kill -0 "$(cat "$dir/node.pid")" 2>/dev/null; then
+      echo "broker.sh: the node exited while starting; its output:" >&2
+      tail -n 30 "$dir/log/node.out" >&2 || true
+      stop_pid "$dir/epmd.pid"
+      exit 1
+    fi
+    if ! port_free "$amqp_port"; then
+      echo "broker.sh: RabbitMQ accepts AMQP on 127.0.0.1:$amqp_port (after $((i / 10)) s)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "broker.sh: the node did not accept connections within 60 s; its output:" >&2
+  tail -n 30 "$dir/log/node.out" >&2 || true
+  stop
+  exit 1
+}
+
+stop() {
+  stop_pid "$dir/rabbit.pid"  # the Erlang VM itself: SIGTERM stops it in about a second
+  stop_pid "$dir/node.pid"
+  stop_pid "$dir/epmd.pid"
+  echo "broker.sh: stopped"
+}
+
+case "$cmd" in
+  start) start ;;
+  stop) stop ;;
+  ctl)
+    shift 2
+    node_env
+    exec "$bin/rabbitmqctl" -n rabbit@localhost "$@"
+    ;;
+  *) echo "usage: broker.sh start|stop|ctl DIR" >&2; exit 2 ;;
+esac
