@@ -38,9 +38,13 @@ struct AdoptedBytes final : BytesControl {
 
 /// Header and bytes in one allocation, for `Bytes::copy_from`.
 struct InlineBytes final : BytesControl {
-  static InlineBytes* create(const std::uint8_t* data, std::size_t size) {
+  /// Room for `size` bytes, uninitialised.
+  static InlineBytes* create(std::size_t size) {
     void* memory = ::operator new(sizeof(InlineBytes) + size);
-    auto* self = ::new (memory) InlineBytes;
+    return ::new (memory) InlineBytes;
+  }
+  static InlineBytes* create(const std::uint8_t* data, std::size_t size) {
+    auto* self = create(size);
     if (size != 0) std::memcpy(self->bytes(), data, size);
     return self;
   }
@@ -71,12 +75,37 @@ class Bytes {
   /// An empty buffer; no allocation.
   Bytes() noexcept = default;
 
-  /// Adopts the vector's storage: no copy, one small allocation for the shared owner.
+  /// Payloads of at most this many bytes are copied rather than adopted: one allocation holding
+  /// the count and the bytes costs less than keeping the container's block and a second one for
+  /// the count, and leaves one `free()`, not two, to whoever drops the last copy.
+  static constexpr std::size_t kCopyAtMost = 256;
+
+  /// Adopts the vector's storage: no copy, one small allocation for the shared owner (at most
+  /// `kCopyAtMost` bytes are copied into one allocation instead).
   Bytes(std::vector<std::uint8_t>&& v) : Bytes(adopt(std::move(v))) {}  // NOLINT(google-explicit-constructor)
 
-  /// Adopts the string's storage: no copy of a heap-allocated string (a short string is
-  /// moved, which copies at most its small inline buffer).
+  /// Adopts the string's storage: no copy of a heap-allocated string (at most `kCopyAtMost`
+  /// bytes are copied into one allocation instead).
   Bytes(std::string&& s) : Bytes(adopt(std::move(s))) {}  // NOLINT(google-explicit-constructor)
+
+  /// `size` bytes of `value` in one allocation (the guide's `vec![0u8; size]`).
+  static Bytes filled(std::size_t size, std::uint8_t value) {
+    if (size == 0) return {};
+    auto* control = detail::InlineBytes::create(size);
+    std::memset(control->bytes(), value, size);
+    return Bytes(control->bytes(), size, control);
+  }
+
+  /// `size` bytes in one allocation, written by `fill(std::span<std::uint8_t>)` before the buffer
+  /// becomes immutable: a payload serialised in place, without an intermediate container.
+  template <class Fill>
+  static Bytes build(std::size_t size, Fill&& fill) {
+    if (size == 0) return {};
+    auto* control = detail::InlineBytes::create(size);
+    Bytes out(control->bytes(), size, control);  // owns the buffer should fill throw
+    std::forward<Fill>(fill)(std::span<std::uint8_t>(control->bytes(), size));
+    return out;
+  }
 
   /// Wraps bytes that outlive every copy (string literals, static tables): no allocation, no
   /// reference counting.
@@ -162,6 +191,11 @@ class Bytes {
   template <class Container>
   requires(!std::is_lvalue_reference_v<Container>) static Bytes adopt(Container&& c) {
     if (c.empty()) return {};
+    if (c.size() <= kCopyAtMost) {
+      auto* copy = detail::InlineBytes::create(reinterpret_cast<const std::uint8_t*>(c.data()), c.size());
+      const Container consumed(std::forward<Container>(c));  // left empty, as adoption leaves it
+      return Bytes(copy->bytes(), consumed.size(), copy);
+    }
     auto* control = new detail::AdoptedBytes<Container>(std::forward<Container>(c));
     return Bytes(reinterpret_cast<const std::uint8_t*>(control->storage.data()), control->storage.size(), control);
   }
