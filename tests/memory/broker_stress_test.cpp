@@ -233,3 +233,42 @@ TEST_CASE("nack and redelivery under load lose nothing", "[stress][ack]") {
   CHECK(nacks.load() == (total + 2) / 3);
   CHECK(broker.topic_info("t")->redelivered == static_cast<std::uint64_t>(nacks.load()));
 }
+
+TEST_CASE("a publisher shared by threads keeps its topics alive while topics are deleted and switched",
+          "[stress][publisher]") {
+  InMemoryBroker broker(stress_config());
+  InMemoryPublisher publisher(broker);  // one cache for every thread
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("a");
+  std::atomic<bool> stop{false};
+  std::atomic<int> published{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3000 / kScale; ++i) {
+        std::error_code ec;
+        // Alternating topics replace the cache entry while the other threads publish through it.
+        publisher.publish((i + t) % 2 == 0 ? "a" : "b", tagged(t, i), ec);
+        if (!ec) published.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      broker.delete_topic("b");  // a deleted topic is looked up again by the next publish
+      std::this_thread::yield();
+    }
+  });
+  threads.emplace_back([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      while (subscriber.try_receive()) {
+      }
+      std::this_thread::yield();
+    }
+  });
+  for (int t = 0; t < 3; ++t) threads[static_cast<std::size_t>(t)].join();
+  stop.store(true, std::memory_order_relaxed);
+  threads[3].join();
+  threads[4].join();
+  CHECK(published.load() == 3 * (3000 / kScale));
+}

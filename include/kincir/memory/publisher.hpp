@@ -9,7 +9,8 @@
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/detail/topic.hpp>
 
-#include <algorithm>     // std::min
+#include <algorithm>     // std::min, std::find
+#include <atomic>        // publishes in flight
 #include <cstddef>       // std::size_t, std::ptrdiff_t
 #include <memory>        // std::shared_ptr
 #include <mutex>         // the topic cache
@@ -90,8 +91,9 @@ class InMemoryPublisher {
         ec = errc::broker_shutdown;
         return taken;
       }
-      const std::shared_ptr<detail::Topic> topic = lookup(name, ec);
-      if (!topic) return taken;
+      const TopicUse use = lookup(name, ec);
+      detail::Topic* const topic = use.get();
+      if (topic == nullptr) return taken;
       if (taken == messages.size()) return taken;
 
       if (topic->ring.cursor_count() == 0) {
@@ -136,24 +138,52 @@ class InMemoryPublisher {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(config.default_ttl).count();
   }
 
+  /// A topic in use by one publish. The publisher keeps it alive: every topic its cache handed out
+  /// stays referenced (in the cache, or among the replaced ones) until no publish is in flight, so
+  /// a publish copies no `shared_ptr` (whose count every publisher of the topic would share).
+  class TopicUse {
+   public:
+    TopicUse(detail::Topic* topic, std::atomic<std::size_t>* in_flight) noexcept
+        : topic_(topic), in_flight_(in_flight) {}
+    TopicUse(const TopicUse&) = delete;
+    TopicUse& operator=(const TopicUse&) = delete;
+    ~TopicUse() {
+      // release: this publish's use of the topic happens before a later lookup frees it.
+      if (in_flight_ != nullptr) in_flight_->fetch_sub(1, std::memory_order_release);
+    }
+    [[nodiscard]] detail::Topic* get() const noexcept { return topic_; }
+
+   private:
+    detail::Topic* topic_;
+    std::atomic<std::size_t>* in_flight_;
+  };
+
   /// The topic, from a one-entry cache (publishers usually stick to one topic); a deleted topic
   /// is looked up (and created) again.
-  std::shared_ptr<detail::Topic> lookup(std::string_view name, std::error_code& ec) {
+  TopicUse lookup(std::string_view name, std::error_code& ec) {
     const std::lock_guard lock(cache_mutex_);
-    if (cached_topic_ && cached_name_ == name && !cached_topic_->deleted.load(std::memory_order_acquire))
-      return cached_topic_;
-    auto topic = broker_->find_topic(name, true, ec);
-    if (topic) {
+    // Uses start under this lock, so with none in flight no other thread holds a replaced topic.
+    // acquire: pairs with the release of the uses that ended.
+    if (!replaced_.empty() && in_flight_.load(std::memory_order_acquire) == 0) replaced_.clear();
+    if (!cached_topic_ || cached_name_ != name || cached_topic_->deleted.load(std::memory_order_acquire)) {
+      auto topic = broker_->find_topic(name, true, ec);
+      if (!topic) return {nullptr, nullptr};
+      // Kept once each (a publisher alternating between topics does not pile them up).
+      if (cached_topic_ && std::find(replaced_.begin(), replaced_.end(), cached_topic_) == replaced_.end())
+        replaced_.push_back(std::move(cached_topic_));
       cached_name_.assign(name);
-      cached_topic_ = topic;
+      cached_topic_ = std::move(topic);
     }
-    return topic;
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    return {cached_topic_.get(), &in_flight_};
   }
 
   std::shared_ptr<detail::BrokerState> broker_;
   std::mutex cache_mutex_;
   std::string cached_name_;
   std::shared_ptr<detail::Topic> cached_topic_;
+  std::vector<std::shared_ptr<detail::Topic>> replaced_;  ///< Replaced while a publish was in flight.
+  std::atomic<std::size_t> in_flight_{0};                 ///< Publishes using a topic from the cache.
 };
 
 static_assert(Publisher<InMemoryPublisher>);

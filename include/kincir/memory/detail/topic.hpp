@@ -5,6 +5,7 @@
 #include <kincir/config.hpp>
 #include <kincir/core/message.hpp>
 #include <kincir/memory/config.hpp>
+#include <kincir/memory/detail/wait.hpp>
 #include <kincir/memory/ring.hpp>
 #include <kincir/memory/stats.hpp>
 
@@ -242,9 +243,11 @@ class Topic {
   void add_async_waiter(std::shared_ptr<AsyncWaiter> waiter) {
     const std::lock_guard lock(waiters_mutex_);
     waiters_.push_back(std::move(waiter));
-    // seq_cst pairs with the fence in notify_async_if_waiting (a waiter registers, then re-checks
-    // the ring; a publisher writes the ring, then checks for waiters: one of them sees the other).
     async_waiters_.store(waiters_.size(), std::memory_order_seq_cst);
+    // A waiter registers, then re-checks the ring; a publisher writes the ring, then checks for
+    // waiters: one of them sees the other. The publisher's side is the frequent one, so it only
+    // has a light fence and this (rare: a receive about to wait) side the heavy one.
+    heavy_fence();
   }
 
   bool remove_async_waiter(const AsyncWaiter* waiter) {
@@ -256,7 +259,7 @@ class Topic {
 
   /// Called by publishers after writing the ring.
   void notify_async_if_waiting() {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    light_fence();  // pairs with the heavy fence in add_async_waiter
     if (async_waiters_.load(std::memory_order_relaxed) != 0) [[unlikely]]
       notify_async();
   }
