@@ -1,1 +1,362 @@
+// The conformance suite: what every backend must do for the router (and its users) to work,
+// instantiated for each backend in KINCIR_CONFORMANCE_BACKENDS. A new backend adds a fixture (see
+// backends.hpp) to the list and passes these tests to count as done. Tests needing a feature the
+// backend does not declare are skipped with the reason (a WARN line in the output).
+#include <kincir/router.hpp>
+
+#include "router/backends.hpp"
+#include "router/support.hpp"
 #include "support/catch.hpp"
+
+#include <algorithm>  // std::sort
+#include <atomic>     // counters shared with handlers
+#include <chrono>     // bounded waits
+#include <cstddef>    // std::size_t
+#include <mutex>      // handled sets
+#include <set>        // ids seen
+#include <string>     // payloads
+#include <thread>     // concurrent subscribers, blocked receivers
+#include <vector>     // batches
+
+#ifndef KINCIR_CONFORMANCE_BACKENDS
+#define KINCIR_CONFORMANCE_BACKENDS kincir::test::MemoryBackend
+#endif
+
+using namespace std::chrono_literals;
+using kincir::HandlerContext;
+using kincir::HandlerResult;
+using kincir::Message;
+using kincir::test::eventually;
+using kincir::test::kPatience;
+using kincir::test::payload;
+using kincir::test::text;
+
+#define KINCIR_REQUIRE_FEATURE(feature, reason)                                           \
+  do {                                                                                    \
+    if (!TestType::kFeatures.feature) {                                                   \
+      WARN("skipped on " << TestType::kName << ": no " #feature " (" << (reason) << ")"); \
+      return;                                                                             \
+    }                                                                                     \
+  } while (false)
+
+namespace {
+
+std::vector<Message> numbered(int n, const std::string& prefix = "") {
+  std::vector<Message> out;
+  for (int i = 0; i < n; ++i) out.push_back(text(prefix + std::to_string(i)).with_metadata("n", std::to_string(i)));
+  return out;
+}
+
+/// Receives with acks until `n` messages arrived or patience ran out; acks each.
+template <class S>
+std::vector<Message> receive_acked(S& s, std::size_t n) {
+  std::vector<Message> out;
+  const auto until = std::chrono::steady_clock::now() + kPatience;
+  while (out.size() < n && std::chrono::steady_clock::now() < until) {
+    std::error_code ec;
+    auto d = s.receive_with_ack_for(20ms, ec);
+    REQUIRE_FALSE(ec);
+    if (!d) continue;
+    s.ack(d->second);
+    out.push_back(std::move(d->first));
+  }
+  return out;
+}
+
+kincir::RouterConfig quick_router() {
+  kincir::RouterConfig c;
+  c.poll_interval = 5ms;
+  c.close_timeout = 10s;
+  return c;
+}
+
+kincir::HandlerOptions in_group(std::string group) {
+  kincir::HandlerOptions o;
+  o.group = std::move(group);
+  return o;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("conformance: publish and subscribe; id, payload and metadata preserved",
+                   "[conformance][concurrency]", KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  const auto topic = backend.topic("pubsub");
+  auto sub = backend.subscriber();
+  sub.subscribe(topic);
+  auto pub = backend.publisher();
+  Message m = text("hello").with_metadata("key", "value").with_metadata("other", "x");
+  const auto id = m.uuid;
+  pub.publish(topic, std::move(m));
+  auto got = receive_acked(sub, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].uuid == id);
+  CHECK(payload(got[0]) == "hello");
+  CHECK(got[0].metadata.get("key") == "value");
+  CHECK(got[0].metadata.get("other") == "x");
+}
+
+TEMPLATE_TEST_CASE("conformance: many messages, in order where the backend orders", "[conformance][concurrency]",
+                   KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  const auto topic = backend.topic("many");
+  auto sub = backend.subscriber();
+  sub.subscribe(topic);
+  auto pub = backend.publisher();
+  constexpr int kCount = 1000;
+  pub.publish(topic, numbered(kCount / 2));
+  for (auto& m : numbered(kCount / 2, "b")) pub.publish(topic, std::move(m));
+  auto got = receive_acked(sub, kCount);
+  REQUIRE(got.size() == kCount);
+  std::vector<std::string> expected;
+  for (int i = 0; i < kCount / 2; ++i) expected.push_back(std::to_string(i));
+  for (int i = 0; i < kCount / 2; ++i) expected.push_back("b" + std::to_string(i));
+  std::vector<std::string> seen;
+  for (const auto& m : got) seen.push_back(payload(m));
+  if (!TestType::kFeatures.ordering) {
+    std::sort(seen.begin(), seen.end());
+    std::sort(expected.begin(), expected.end());
+  }
+  CHECK(seen == expected);
+}
+
+TEMPLATE_TEST_CASE("conformance: concurrent subscribers each receive everything", "[conformance][concurrency]",
+                   KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  const auto topic = backend.topic("fanout");
+  constexpr int kSubscribers = 4;
+  constexpr int kCount = 200;
+  std::vector<typename TestType::subscriber_type> subs;
+  for (int i = 0; i < kSubscribers; ++i) subs.push_back(backend.subscriber());
+  {
+    std::vector<std::thread> threads;
+    for (auto& s : subs) threads.emplace_back([&s, &topic] { s.subscribe(topic); });
+    for (auto& t : threads) t.join();
+  }
+  auto pub = backend.publisher();
+  pub.publish(topic, numbered(kCount));
+  std::vector<std::size_t> counts(kSubscribers);
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kSubscribers; ++i) {
+      threads.emplace_back([&, i] { counts[i] = receive_acked(subs[i], kCount).size(); });
+    }
+    for (auto& t : threads) t.join();
+  }
+  for (auto c : counts) CHECK(c == kCount);
+}
+
+TEMPLATE_TEST_CASE("conformance: a nacked message is delivered again", "[conformance][concurrency]",
+                   KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  KINCIR_REQUIRE_FEATURE(requeue, "nack cannot redeliver");
+  const auto topic = backend.topic("nack");
+  auto sub = backend.subscriber();
+  sub.subscribe(topic);
+  auto pub = backend.publisher();
+  Message m = text("again");
+  const auto id = m.uuid;
+  pub.publish(topic, std::move(m));
+  auto first = sub.receive_with_ack_for(kPatience);
+  REQUIRE(first.has_value());
+  sub.nack(first->second, true);
+  auto second = sub.receive_with_ack_for(kPatience);
+  REQUIRE(second.has_value());
+  CHECK(second->first.uuid == id);
+  CHECK(second->second.is_retry());
+  if (TestType::kFeatures.delivery_count) CHECK(second->second.delivery_count() == 2);
+  sub.ack(second->second);
+  CHECK_FALSE(sub.receive_with_ack_for(20ms).has_value());
+}
+
+TEMPLATE_TEST_CASE("conformance: a router redelivers what its handler failed on, and publishes what it returns",
+                   "[conformance][concurrency]", KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  KINCIR_REQUIRE_FEATURE(requeue, "a failed message cannot come back");
+  const auto in_topic = backend.topic("router-in");
+  const auto out_topic = backend.topic("router-out");
+  auto in = backend.subscriber();
+  auto out = backend.subscriber();
+  out.subscribe(out_topic);
+  auto pub = backend.publisher();
+  auto out_pub = backend.publisher();
+  kincir::Router router(quick_router());
+  std::atomic<int> failures{0};
+  auto& h = router.add_handler("echo", in_topic, in, out_topic, out_pub,
+                               [&](Message& m, const HandlerContext& ctx) -> HandlerResult {
+                                 if (payload(m) == "fail once" && failures.fetch_add(1) == 0) {
+                                   CHECK(ctx.delivery_count == 1);
+                                   return HandlerResult::failure(kincir::errc::closed);
+                                 }
+                                 return text(payload(m) + " handled");
+                               });
+  kincir::test::RunningRouter running(router);
+  REQUIRE(running.wait_running());
+  pub.publish(in_topic, text("fail once"));
+  pub.publish(in_topic, text("fine"));
+  auto got = receive_acked(out, 2);
+  REQUIRE(got.size() == 2);
+  std::set<std::string> payloads;
+  for (const auto& m : got) payloads.insert(payload(m));
+  CHECK(payloads == std::set<std::string>{"fail once handled", "fine handled"});
+  REQUIRE(eventually([&] { return h.stats().acked == 2; }));
+  CHECK(h.stats().nacked == 1);
+}
+
+TEMPLATE_TEST_CASE("conformance: a group continues when one consumer's router closes; nothing is lost",
+                   "[conformance][concurrency]", KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  KINCIR_REQUIRE_FEATURE(groups, "no consumer groups");
+  const auto topic = backend.topic("continue");
+  auto a = backend.subscriber();
+  auto b = backend.subscriber();
+  std::mutex m;
+  std::set<std::string> handled;
+  auto record = [&](const Message& msg) {
+    const std::lock_guard lock(m);
+    handled.insert(payload(msg));
+  };
+  kincir::Router first(quick_router());
+  kincir::Router second(quick_router());
+  auto& ha = first.add_consumer_handler("a", topic, a, record, in_group("workers"));
+  second.add_consumer_handler("b", topic, b, record, in_group("workers"));
+  kincir::test::RunningRouter run_first(first);
+  kincir::test::RunningRouter run_second(second);
+  REQUIRE(run_first.wait_running());
+  REQUIRE(run_second.wait_running());
+  auto pub = backend.publisher();
+  constexpr int kCount = 300;
+  int published = 0;
+  for (; published < kCount / 3; ++published) pub.publish(topic, text(std::to_string(published)));
+  REQUIRE(eventually([&] { return ha.stats().acked > 0; }));
+  CHECK(first.close(10s));
+  for (; published < kCount; ++published) pub.publish(topic, text(std::to_string(published)));
+  CHECK(eventually([&] {
+    const std::lock_guard lock(m);
+    return handled.size() == kCount;
+  }));
+}
+
+TEMPLATE_TEST_CASE("conformance: consumer groups get each message once per group", "[conformance][concurrency]",
+                   KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  KINCIR_REQUIRE_FEATURE(groups, "no consumer groups");
+  const auto topic = backend.topic("groups");
+  auto g1a = backend.subscriber();
+  auto g1b = backend.subscriber();
+  auto g2 = backend.subscriber();
+  g1a.subscribe(topic, "g1");
+  g1b.subscribe(topic, "g1");
+  g2.subscribe(topic, "g2");
+  constexpr int kCount = 200;
+  backend.publisher().publish(topic, numbered(kCount));
+  std::mutex m;
+  std::multiset<std::string> group1;
+  std::atomic<bool> done{false};
+  auto drain = [&](typename TestType::subscriber_type& s) {
+    while (!done.load()) {
+      auto d = s.receive_with_ack_for(5ms);
+      if (!d) continue;
+      s.ack(d->second);
+      const std::lock_guard lock(m);
+      group1.insert(payload(d->first));
+    }
+  };
+  std::thread ta([&] { drain(g1a); });
+  std::thread tb([&] { drain(g1b); });
+  auto second_group = receive_acked(g2, kCount);
+  const bool all = eventually([&] {
+    const std::lock_guard lock(m);
+    return group1.size() >= kCount;
+  });
+  std::this_thread::sleep_for(20ms);  // a duplicate would arrive now
+  done = true;
+  ta.join();
+  tb.join();
+  CHECK(all);
+  CHECK(second_group.size() == kCount);
+  const std::lock_guard lock(m);
+  CHECK(group1.size() == kCount);
+  CHECK(std::set<std::string>(group1.begin(), group1.end()).size() == kCount);
+}
+
+TEMPLATE_TEST_CASE("conformance: topics are isolated from each other", "[conformance][concurrency]",
+                   KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  const auto t1 = backend.topic("iso");
+  const auto t2 = backend.topic("iso");
+  auto s1 = backend.subscriber();
+  auto s2 = backend.subscriber();
+  s1.subscribe(t1);
+  s2.subscribe(t2);
+  auto pub = backend.publisher();
+  pub.publish(t1, numbered(10, "one-"));
+  pub.publish(t2, numbered(5, "two-"));
+  auto got1 = receive_acked(s1, 10);
+  auto got2 = receive_acked(s2, 5);
+  REQUIRE(got1.size() == 10);
+  REQUIRE(got2.size() == 5);
+  for (const auto& m : got1) CHECK(payload(m).rfind("one-", 0) == 0);
+  for (const auto& m : got2) CHECK(payload(m).rfind("two-", 0) == 0);
+  CHECK_FALSE(s1.receive_with_ack_for(20ms).has_value());
+  CHECK_FALSE(s2.receive_with_ack_for(20ms).has_value());
+}
+
+TEMPLATE_TEST_CASE("conformance: closing the backend wakes a blocked receiver and ends a router",
+                   "[conformance][concurrency]", KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  const auto topic = backend.topic("close");
+  auto blocked = backend.subscriber();
+  blocked.subscribe(topic);
+  auto routed = backend.subscriber();
+  kincir::Router router(quick_router());
+  router.add_consumer_handler("h", topic, routed, [](const Message&) {});
+  std::error_code receive_ec;
+  std::thread receiver([&] { (void)blocked.receive_with_ack(receive_ec); });
+  std::thread runner([&] { router.run(); });
+  REQUIRE(router.running().wait_for(kPatience) == std::future_status::ready);
+  std::this_thread::sleep_for(10ms);  // let the receiver block
+  backend.shutdown();
+  receiver.join();
+  runner.join();
+  CHECK(receive_ec);
+  CHECK(router.is_closed());
+}
+
+TEMPLATE_TEST_CASE("conformance: messages published before subscribing, as the backend documents",
+                   "[conformance][concurrency]", KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  const auto topic = backend.topic("early");
+  {
+    // Declare the topic (and, on brokers that keep queues, the group's queue) first.
+    auto early = backend.subscriber();
+    early.subscribe(topic, "late-group");
+  }
+  backend.publisher().publish(topic, numbered(3));
+  auto late = backend.subscriber();
+  late.subscribe(topic, "late-group");
+  if (TestType::kFeatures.receives_before_subscribe) {
+    CHECK(receive_acked(late, 3).size() == 3);
+  } else {
+    CHECK_FALSE(late.receive_with_ack_for(20ms).has_value());
+  }
+}
+
+TEMPLATE_TEST_CASE("conformance: the client recovers from a dropped connection", "[conformance][concurrency]",
+                   KINCIR_CONFORMANCE_BACKENDS) {
+  TestType backend;
+  KINCIR_REQUIRE_FEATURE(reconnect, "an in-process backend has no connection to lose");
+  const auto topic = backend.topic("reconnect");
+  auto sub = backend.subscriber();
+  sub.subscribe(topic);
+  auto pub = backend.publisher();
+  pub.publish(topic, text("before"));
+  CHECK(receive_acked(sub, 1).size() == 1);
+  backend.reconnect();
+  CHECK(eventually([&] {
+    std::error_code ec;
+    pub.publish(topic, text("after"), ec);
+    return !ec;
+  }));
+  CHECK_FALSE(receive_acked(sub, 1).empty());
+}
