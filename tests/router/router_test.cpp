@@ -483,6 +483,18 @@ TEST_CASE("router: runs once; closed before running it does not run; a failed su
     router.run({}, ec);
     CHECK(ec == kincir::errc::invalid_argument);
   }
+  SECTION("a middleware that throws while wrapping") {
+    InMemoryAckSubscriber in(broker);
+    Router router(fast_config());
+    router.add_consumer_handler("h", "in", in, [](const Message&) {});
+    router.add_middleware([](const kincir::HandlerFunc&) -> kincir::HandlerFunc {
+      throw kincir::Error(make_error_code(kincir::errc::invalid_argument), "bad middleware");
+    });
+    std::error_code ec;
+    router.run({}, ec);
+    CHECK(ec == kincir::errc::invalid_argument);
+    CHECK(router.is_closed());
+  }
   SECTION("invalid topic") {
     InMemoryAckSubscriber in(broker);
     Router router(fast_config());

@@ -140,6 +140,23 @@ class Router {
       }
       state_ = State::starting;
     }
+    try {
+      for (auto& h : handlers_) h->build_chain(middleware_);
+    } catch (const std::system_error& e) {
+      ec = e.code();
+    } catch (...) {
+      ec = make_error_code(handler_errc::exception);
+    }
+    if (ec) {
+      core_.logger->log(LogLevel::error, "a middleware failed to wrap a handler; router not started",
+                        {{"error", ec.message()}});
+      const std::lock_guard lock(core_.mutex);
+      state_ = State::closed;
+      drained_ = true;
+      fail_running(ec);
+      core_.cv.notify_all();
+      return;
+    }
     for (auto& h : handlers_) {
       h->subscribe(ec);
       if (ec) {
@@ -156,7 +173,7 @@ class Router {
     {
       const std::lock_guard lock(core_.mutex);
       core_.live_handlers = handlers_.size();
-      for (auto& h : handlers_) h->start(core_, config_, middleware_);
+      for (auto& h : handlers_) h->start(core_, config_);
       state_ = State::running;
     }
     running_promise_.set_value();

@@ -72,9 +72,11 @@ class RouterHandler {
 
   /// Subscribes the subscriber (on the router's thread, before any worker starts).
   virtual void subscribe(std::error_code& ec) = 0;
-  /// Builds the chain (router-level middleware outside `middleware_`) and starts the workers.
-  virtual void start(detail::router::RouterCore& core, const RouterConfig& config,
-                     const std::vector<Middleware>& router_middleware) = 0;
+  /// Builds the chain: router-level middleware outside `middleware_`, the first added outermost.
+  /// Middleware may throw here (bad options found late); nothing has started then.
+  virtual void build_chain(const std::vector<Middleware>& router_middleware) = 0;
+  /// Starts the workers.
+  virtual void start(detail::router::RouterCore& core, const RouterConfig& config) = 0;
   /// Stops taking messages (also cancels the context's stop token); returns at once.
   virtual void stop_taking() noexcept = 0;
   /// Returns once no worker is inside a receive call (a message received before it is counted

@@ -87,15 +87,19 @@ class Runner final : public RouterHandler {
     }
   }
 
-  void start(RouterCore& core, const RouterConfig& config, const std::vector<Middleware>& router_middleware) override {
-    core_ = &core;
-    config_ = config;
+  void build_chain(const std::vector<Middleware>& router_middleware) override {
     started_ = true;
     // The first middleware added is the outermost: wrap from the innermost outwards.
-    chain_ = handler_;
-    for (auto it = middleware_.rbegin(); it != middleware_.rend(); ++it) chain_ = (*it)(std::move(chain_));
-    for (auto it = router_middleware.rbegin(); it != router_middleware.rend(); ++it) chain_ = (*it)(std::move(chain_));
-    if (!chain_) chain_ = handler_;
+    HandlerFunc chain = handler_;
+    for (auto it = middleware_.rbegin(); it != middleware_.rend(); ++it) chain = (*it)(std::move(chain));
+    for (auto it = router_middleware.rbegin(); it != router_middleware.rend(); ++it) chain = (*it)(std::move(chain));
+    if (!chain) throw_error(make_error_code(errc::invalid_argument), "Router: a middleware returned an empty handler");
+    chain_ = std::move(chain);
+  }
+
+  void start(RouterCore& core, const RouterConfig& config) override {
+    core_ = &core;
+    config_ = config;
     slots_ = std::vector<Slot>(options_.concurrency);
     workers_.reserve(options_.concurrency);
     for (std::size_t i = 0; i < options_.concurrency; ++i) {
