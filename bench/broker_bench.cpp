@@ -1,4 +1,4 @@
-// The performance guide's two in-memory workloads, on kincir's broker (DESIGN.md §9 targets):
+// The performance guide's two in-memory workloads, on kincir's broker, Google Benchmark's way:
 //   simple:     100 000 x 1 KiB messages, one publish of the batch, then 100 000 receive()
 //   concurrent: 10 publishers x 10 000 single publishes, 5 subscribers each receiving all 100 000
 // Times are measured by hand around the part the guide times (message construction excluded).

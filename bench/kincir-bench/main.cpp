@@ -4,8 +4,8 @@
 //
 // Runs the selected workloads (Google Benchmark underneath, one iteration per repetition, a
 // warm-up repetition first, the median of the others reported), shows progress on stderr, prints one table on stdout
-// and the comparison with DESIGN.md §9, and writes every number with a description of the machine to FILE with --json.
-// `scripts/bench/kincir_bench.py` adds --compare and --report on top.
+// and the comparison with the performance targets, and writes every number with a description of the machine to FILE
+// with --json. `scripts/bench/kincir_bench.py` adds --compare and --report on top.
 #include <benchmark/benchmark.h>
 #include <kincir/config.hpp>
 
@@ -439,7 +439,7 @@ void print_table(const std::vector<Result>& results, int repetitions) {
       repetitions, impl_available(Impl::zeromq) ? "" : "; ZeroMQ: not built in (install libzmq3-dev cppzmq-dev)");
 }
 
-/// One line of DESIGN.md §9.
+/// One performance target and how this run did against it.
 struct Target {
   std::string workload;
   std::string what;
