@@ -1,5 +1,6 @@
 /// @file
 /// Umbrella header of the router: `kincir::Router`, handlers, the logger and every middleware.
+/// Coroutine handlers (`kincir/router/awaitable.hpp`) need Asio and are included on their own.
 #pragma once
 
 #include <kincir/config.hpp>

@@ -1,6 +1,7 @@
 // The router over the in-memory broker: publish-then-ack, nack on failure and exception,
 // concurrency limit, graceful and timed-out close, middleware order, lifecycle and bad input.
 #include <kincir/router.hpp>
+#include <kincir/router/awaitable.hpp>
 
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/publisher.hpp>
@@ -9,11 +10,18 @@
 #include "router/support.hpp"
 #include "support/catch.hpp"
 
+#if KINCIR_HAS_AWAITABLE_HANDLERS
+#include <asio/steady_timer.hpp>   // coroutine handlers wait on a timer
+#include <asio/this_coro.hpp>      // the coroutine's executor
+#include <asio/use_awaitable.hpp>  // co_await on Asio operations
+#endif
+
 #include <atomic>              // counters shared with handlers
 #include <chrono>              // timeouts
 #include <condition_variable>  // gates
 #include <memory>              // std::make_shared
 #include <mutex>               // gates
+#include <optional>            // coroutine results
 #include <stdexcept>           // thrown by handlers
 #include <stop_token>          // run(stop_token)
 #include <string>              // payloads
@@ -506,3 +514,45 @@ TEST_CASE("router: runs once; closed before running it does not run; a failed su
     CHECK_THROWS_AS(router.running().get(), kincir::Error);
   }
 }
+
+#if KINCIR_HAS_AWAITABLE_HANDLERS
+TEST_CASE("router: coroutine handlers publish what they co_return; a throw nacks; close cancels a wait",
+          "[router][concurrency]") {
+  auto broker = std::make_shared<InMemoryBroker>(kincir::test::quiet_broker_config());
+  InMemoryAckSubscriber in(broker);
+  InMemoryPublisher out(broker);
+  InMemorySubscriber sink(broker);
+  sink.subscribe("out");
+  Router router(fast_config());
+  std::atomic<int> waiting{0};
+  auto& h =
+      router.add_handler("co", "in", in, "out", out,
+                         kincir::awaitable_handler([&](const Message& m) -> asio::awaitable<std::optional<Message>> {
+                           asio::steady_timer timer(co_await asio::this_coro::executor);
+                           if (payload(m) == "throw") throw std::runtime_error("coroutine failed");
+                           if (payload(m) == "wait") {
+                             ++waiting;
+                             timer.expires_after(std::chrono::hours(1));
+                             co_await timer.async_wait(asio::use_awaitable);  // cancelled by the close
+                           }
+                           timer.expires_after(1ms);
+                           co_await timer.async_wait(asio::use_awaitable);
+                           co_return text(payload(m) + " done");
+                         }));
+  RunningRouter running(router);
+  REQUIRE(running.wait_running());
+  InMemoryPublisher pub(broker);
+  pub.publish("in", text("a"));
+  pub.publish("in", text("throw"));
+  auto got = receive_n(sink, 1);
+  REQUIRE(got.size() == 1);
+  CHECK(payload(got[0]) == "a done");
+  REQUIRE(eventually([&] { return h.stats().failed >= 1; }));
+  pub.publish("in", text("wait"));
+  REQUIRE(eventually([&] { return waiting.load() == 1; }));
+  CHECK(router.close(20s));  // the wait is cancelled: the message fails and is nacked, not abandoned
+  running.join();
+  CHECK(h.stats().abandoned == 0);
+  CHECK(h.stats().acked == 1);
+}
+#endif
