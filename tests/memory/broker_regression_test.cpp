@@ -8,10 +8,12 @@
 #include <asio/bind_cancellation_slot.hpp>  // cancelling from another thread
 #include <asio/bind_executor.hpp>           // handler executors
 #include <asio/cancellation_signal.hpp>     // cancelling from another thread
+#include <asio/executor_work_guard.hpp>     // keeping an io thread running
 #include <asio/io_context.hpp>              // the executor of async_receive
 #include <asio/post.hpp>                    // emitting on the io thread
 #include <atomic>                           // flags across threads
 #include <chrono>                           // timeouts, TTLs
+#include <functional>                       // re-arming receives
 #include <memory>                           // std::make_unique
 #include <string>                           // payloads
 #include <thread>                           // racing threads
@@ -165,6 +167,103 @@ TEST_CASE("cancelling an async_receive from another thread while its owner switc
     REQUIRE(next);
     CHECK(next->payload.view() == "next");
   }
+}
+
+TEST_CASE("move-assigning over a subscriber with a pending async_receive ends it; moved-from ones are usable",
+          "[broker][async]") {
+  InMemoryBroker broker(quiet_config());
+  InMemoryPublisher publisher(broker);
+  asio::io_context io;
+  InMemorySubscriber a(broker);
+  a.subscribe("old");
+  int calls = 0;
+  std::error_code result;
+  a.async_receive(asio::bind_executor(io, [&](std::error_code ec, const Message&) {
+    result = ec;
+    ++calls;
+  }));
+  io.poll();
+  InMemorySubscriber b(broker);
+  b.subscribe("new");
+  a = std::move(b);
+  io.run();  // would never return while the old operation waited on "old"
+  CHECK(calls == 1);
+  CHECK(result == asio::error::operation_aborted);
+  CHECK(broker.topic_info("old")->subscribers == 0);
+  CHECK(a.topic() == "new");
+  publisher.publish("new", text("to a"));
+  CHECK(a.receive().payload.view() == "to a");
+
+  // The moved-from subscriber is simply not subscribed, and can subscribe again.
+  CHECK(b.topic().empty());
+  CHECK(b.group().empty());
+  std::error_code ec;
+  (void)b.try_receive(ec);
+  CHECK(ec == errc::not_subscribed);
+  b.subscribe("again");
+  publisher.publish("again", text("to b"));
+  CHECK(b.receive().payload.view() == "to b");
+
+  InMemoryAckSubscriber acker(broker);
+  acker.subscribe("acks");
+  publisher.publish("acks", text("x"));
+  auto [message, handle] = acker.receive_with_ack();
+  InMemoryAckSubscriber taker(std::move(acker));
+  acker.ack(handle, ec);  // the moved-from one holds no deliveries
+  CHECK(ec == errc::unknown_delivery);
+  taker.ack(handle, ec);
+  CHECK_FALSE(ec);
+}
+
+TEST_CASE("a publish never posts to the executor of a completed async_receive", "[broker][async][race]") {
+  // Many waiters make each publish's wake-up loop long; a receive cancelled from this thread
+  // completes, run() returns and its io_context is destroyed at once. Under AddressSanitizer a post
+  // to the destroyed context is a use after free.
+  BrokerConfig c = quiet_config();
+  c.overflow_policy = OverflowPolicy::drop_oldest;
+  c.max_queue_size = 1024;
+  InMemoryBroker broker(c);
+  std::atomic<bool> stop{false};
+  asio::io_context others_io;
+  std::vector<std::unique_ptr<InMemorySubscriber>> others;
+  std::function<void(InMemorySubscriber*)> arm = [&](InMemorySubscriber* s) {
+    s->async_receive(asio::bind_executor(others_io, [&, s](std::error_code ec, const Message&) {
+      if (!ec && !stop.load()) arm(s);
+    }));
+  };
+  for (int i = 0; i < 100; ++i) {
+    others.push_back(std::make_unique<InMemorySubscriber>(broker));
+    others.back()->subscribe("t");
+    arm(others.back().get());
+  }
+  auto guard = asio::make_work_guard(others_io);
+  std::thread others_thread([&] { others_io.run(); });
+  std::thread publishing([&] {
+    InMemoryPublisher publisher(broker);
+    while (!stop.load()) publisher.publish("t", text("m"));
+  });
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("t");
+  int wrong_calls = 0;
+  for (int round = 0; round < 2000; ++round) {
+    while (subscriber.try_receive()) {
+    }
+    auto io = std::make_unique<asio::io_context>();
+    asio::cancellation_signal signal;
+    int calls = 0;
+    subscriber.async_receive(asio::bind_cancellation_slot(
+        signal.slot(), asio::bind_executor(*io, [&](std::error_code, const Message&) { ++calls; })));
+    signal.emit(asio::cancellation_type::all);
+    io->run();
+    if (calls != 1) ++wrong_calls;
+    io.reset();
+  }
+  stop.store(true);
+  publishing.join();
+  for (auto& s : others) s->unsubscribe();
+  guard.reset();
+  others_thread.join();
+  CHECK(wrong_calls == 0);
 }
 
 TEST_CASE("a nack racing unsubscribe + subscribe never delivers the old topic's message", "[broker][ack][race]") {

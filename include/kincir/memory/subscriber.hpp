@@ -63,7 +63,12 @@ class ReceiveOp final : public AsyncWaiter,
     attempt_locked();
   }
 
+  /// A publish took this operation off its topic's list: try again on the handler's executor.
+  /// Nothing is posted once the operation completed, since its work guard no longer keeps the
+  /// executor's `run()` going (the `io_context` may be gone by now).
   void notify() noexcept override {
+    const std::lock_guard lock(post_mutex_);
+    if (completed_) return;
     asio::post(work_.get_executor(), [self = this->shared_from_this()] { self->attempt(); });
   }
 
@@ -107,6 +112,8 @@ class ReceiveOp final : public AsyncWaiter,
   void complete_locked(std::error_code ec, Message message) {
     if (std::exchange(done_, true)) return;
     core_->clear_pending_locked(this);
+    const std::lock_guard lock(post_mutex_);
+    completed_ = true;
     auto executor = work_.get_executor();
     asio::post(executor, [handler = std::move(handler_), ec, message = std::move(message)]() mutable {
       std::move(handler)(ec, std::move(message));
@@ -118,7 +125,9 @@ class ReceiveOp final : public AsyncWaiter,
   Handler handler_;
   asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
   std::shared_ptr<Topic> registered_;  // the topic whose waiter list holds this operation
-  bool done_ = false;                  // all members: under the core's async_mutex()
+  bool done_ = false;                  // the members above: under the core's async_mutex()
+  std::mutex post_mutex_;              // a publisher's notify against completion
+  bool completed_ = false;             // under post_mutex_
 };
 
 }  // namespace detail
@@ -135,8 +144,20 @@ class InMemorySubscriber {
   explicit InMemorySubscriber(const std::shared_ptr<InMemoryBroker>& broker)
       : InMemorySubscriber(broker->state_, false) {}
 
-  InMemorySubscriber(InMemorySubscriber&&) noexcept = default;
-  InMemorySubscriber& operator=(InMemorySubscriber&&) noexcept = default;
+  /// A moved-from subscriber is not subscribed and can be used again (`subscribe`).
+  InMemorySubscriber(InMemorySubscriber&& other) noexcept
+      : broker_(other.broker_), core_(std::move(other.core_)), ack_mode_(other.ack_mode_) {}
+  /// Leaves this subscriber's topic first, as destruction would (a pending `async_receive`
+  /// completes with `operation_aborted`).
+  InMemorySubscriber& operator=(InMemorySubscriber&& other) noexcept {
+    if (this != &other) {
+      if (core_) core_->unsubscribe();
+      broker_ = other.broker_;
+      core_ = std::move(other.core_);
+      ack_mode_ = other.ack_mode_;
+    }
+    return *this;
+  }
   InMemorySubscriber(const InMemorySubscriber&) = delete;
   InMemorySubscriber& operator=(const InMemorySubscriber&) = delete;
 
@@ -152,7 +173,7 @@ class InMemorySubscriber {
   /// completes with `operation_aborted`). Errors: `invalid_topic`, `too_many_topics`,
   /// `too_many_subscribers`, `broker_shutdown`; on error the previous subscription is kept, and a
   /// pending `async_receive` keeps waiting on it.
-  void subscribe(std::string_view topic, std::error_code& ec) { core_->subscribe(topic, {}, ec); }
+  void subscribe(std::string_view topic, std::error_code& ec) { core().subscribe(topic, {}, ec); }
   void subscribe(std::string_view topic) {
     std::error_code ec;
     subscribe(topic, ec);
@@ -165,7 +186,7 @@ class InMemorySubscriber {
   /// "no group": the same as `subscribe(topic)`, so a group read from configuration may be left
   /// empty.
   void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
-    core_->subscribe(topic, group, ec);
+    core().subscribe(topic, group, ec);
   }
   void subscribe(std::string_view topic, std::string_view group) {
     std::error_code ec;
@@ -176,13 +197,15 @@ class InMemorySubscriber {
   /// Leaves the topic; a pending `async_receive` completes with `operation_aborted`. An ack
   /// subscriber's unacked deliveries go back to its group, or, without a group, are dropped and
   /// counted in `dropped`.
-  void unsubscribe() { core_->unsubscribe(); }
+  void unsubscribe() {
+    if (core_) core_->unsubscribe();
+  }
 
   /// Blocks until a message arrives. Errors: `not_subscribed`, `closed` (topic deleted, all
   /// received), `broker_shutdown` (after every message published before the shutdown).
   Message receive(std::error_code& ec) {
     detail::Requeued r;
-    core_->next_until(clock::time_point::max(), r, ec);
+    core().next_until(clock::time_point::max(), r, ec);
     return std::move(r.message);
   }
   Message receive() {
@@ -195,7 +218,7 @@ class InMemorySubscriber {
   /// A message if one is there now; never waits. Terminal errors go to `ec`.
   std::optional<Message> try_receive(std::error_code& ec) {
     detail::Requeued r;
-    if (!core_->try_next(r, ec)) return std::nullopt;
+    if (!core().try_next(r, ec)) return std::nullopt;
     return std::move(r.message);
   }
   std::optional<Message> try_receive() {
@@ -209,7 +232,7 @@ class InMemorySubscriber {
   template <class Rep, class Period>
   std::optional<Message> receive_for(std::chrono::duration<Rep, Period> timeout, std::error_code& ec) {
     detail::Requeued r;
-    if (core_->next_until(deadline(timeout), r, ec)) return std::move(r.message);
+    if (core().next_until(deadline(timeout), r, ec)) return std::move(r.message);
     if (ec == errc::timeout) ec.clear();
     return std::nullopt;
   }
@@ -225,7 +248,7 @@ class InMemorySubscriber {
   std::size_t try_receive_batch(std::vector<Message>& out, std::size_t max, std::error_code& ec) {
     std::size_t n = 0;
     detail::Requeued r;
-    while (n < max && core_->try_next(r, ec)) {
+    while (n < max && core().try_next(r, ec)) {
       out.push_back(std::move(r.message));
       ++n;
     }
@@ -243,12 +266,12 @@ class InMemorySubscriber {
   /// copied out of the topic. Returns how many. Never waits. (Ack mode: these count as acked.)
   template <class Fn>
   std::size_t poll(std::size_t max, Fn&& fn, std::error_code& ec) {
-    return core_->poll(max, fn, ec);
+    return core().poll(max, fn, ec);
   }
   template <class Fn>
   std::size_t poll(std::size_t max, Fn&& fn) {
     std::error_code ec;
-    const auto n = core_->poll(max, fn, ec);
+    const auto n = core().poll(max, fn, ec);
     throw_if(ec, "InMemorySubscriber::poll");
     return n;
   }
@@ -261,6 +284,7 @@ class InMemorySubscriber {
   /// synchronous receive while it is pending.
   template <class CompletionToken>
   auto async_receive(CompletionToken&& token) {
+    (void)core();  // a moved-from subscriber gets its state now
     return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
         [core = core_](auto handler) {
           auto op = std::make_shared<detail::ReceiveOp<decltype(handler)>>(core, std::move(handler));
@@ -272,17 +296,24 @@ class InMemorySubscriber {
 
   /// The subscribed topic's name, empty if not subscribed.
   [[nodiscard]] std::string_view topic() const noexcept {
-    return core_->topic() ? std::string_view(core_->topic()->name) : std::string_view();
+    return core_ && core_->topic() ? std::string_view(core_->topic()->name) : std::string_view();
   }
-  [[nodiscard]] std::string_view group() const noexcept { return core_->group_name(); }
+  [[nodiscard]] std::string_view group() const noexcept { return core_ ? core_->group_name() : std::string_view(); }
   /// Messages this subscriber (or its group) skipped because `drop_oldest` overtook it.
-  [[nodiscard]] std::uint64_t lost() const noexcept { return core_->lost(); }
+  [[nodiscard]] std::uint64_t lost() const noexcept { return core_ ? core_->lost() : 0; }
 
  protected:
   using clock = detail::SubscriberCore::clock;
 
   InMemorySubscriber(const std::shared_ptr<detail::BrokerState>& broker, bool ack_mode)
-      : core_(std::make_shared<detail::SubscriberCore>(broker, ack_mode)) {}
+      : broker_(broker), core_(std::make_shared<detail::SubscriberCore>(broker, ack_mode)), ack_mode_(ack_mode) {}
+
+  /// The subscription state; a moved-from subscriber gets a new one on first use.
+  detail::SubscriberCore& core() {
+    if (!core_) [[unlikely]]
+      core_ = std::make_shared<detail::SubscriberCore>(broker_, ack_mode_);
+    return *core_;
+  }
 
   template <class Rep, class Period>
   static clock::time_point deadline(std::chrono::duration<Rep, Period> timeout) {
@@ -292,7 +323,9 @@ class InMemorySubscriber {
     return now + std::chrono::duration_cast<clock::duration>(timeout);
   }
 
+  std::shared_ptr<detail::BrokerState> broker_;
   std::shared_ptr<detail::SubscriberCore> core_;
+  bool ack_mode_ = false;
 };
 
 /// A subscriber whose deliveries must be settled: `receive_with_ack` hands out a message with a
@@ -341,7 +374,7 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
     return r;
   }
 
-  void ack(const handle_type& h, std::error_code& ec) { core_->settle(h, detail::Settlement::ack, ec); }
+  void ack(const handle_type& h, std::error_code& ec) { settle(h, detail::Settlement::ack, ec); }
   void ack(const handle_type& h) {
     std::error_code ec;
     ack(h, ec);
@@ -350,7 +383,7 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
 
   /// `requeue`: deliver again (up to `max_deliveries`); otherwise dead-letter or drop.
   void nack(const handle_type& h, bool requeue, std::error_code& ec) {
-    core_->settle(h, requeue ? detail::Settlement::requeue : detail::Settlement::reject, ec);
+    settle(h, requeue ? detail::Settlement::requeue : detail::Settlement::reject, ec);
   }
   void nack(const handle_type& h, bool requeue) {
     std::error_code ec;
@@ -379,16 +412,24 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
  private:
   std::pair<Message, handle_type> receive_with_ack_until(clock::time_point deadline, std::error_code& ec) {
     detail::Requeued r;
-    if (!core_->next_until(deadline, r, ec)) return {};
+    if (!core().next_until(deadline, r, ec)) return {};
     handle_type h = core_->track(r);
     return {std::move(r.message), std::move(h)};
+  }
+
+  void settle(const handle_type& h, detail::Settlement how, std::error_code& ec) {
+    if (!core_) [[unlikely]] {  // moved from: it holds no deliveries
+      ec = errc::unknown_delivery;
+      return;
+    }
+    core_->settle(h, how, ec);
   }
 
   void settle_all(std::span<const handle_type> handles, detail::Settlement how, std::error_code& ec) {
     ec.clear();
     for (const auto& h : handles) {
       std::error_code one;
-      core_->settle(h, how, one);
+      settle(h, how, one);
       if (one && !ec) ec = one;
     }
   }
