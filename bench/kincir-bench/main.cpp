@@ -58,8 +58,8 @@ void usage(std::FILE* out) {
   fmt::print(
       out,
       "usage: kincir-bench [--quick | --full] [--filter REGEX] [--repetitions N] [--json FILE] [--list]\n"
-      "  --quick          the guide's workloads, latency, one fan-out, metrics: 5 runs each (under 20 s)\n"
-      "  (default)        every dimension: fan-out, groups, sizes, batches, latency, metrics: 15 runs (under 2 min)\n"
+      "  --quick          the guide's workloads, latency, one fan-out, metrics: 5 runs each (under a minute)\n"
+      "  (default)        every dimension: fan-out, groups, sizes, batches, latency, metrics: 15 runs (a few minutes)\n"
       "  --full           also more sizes, batch sizes, fan-outs and groups: 25 runs each\n"
       "  --filter REGEX   only workloads whose name matches (ECMAScript regex, searched)\n"
       "  --repetitions N  runs per workload (the median is reported)\n"
