@@ -146,7 +146,10 @@ class InMemorySubscriber {
 
   /// A moved-from subscriber is not subscribed and can be used again (`subscribe`).
   InMemorySubscriber(InMemorySubscriber&& other) noexcept
-      : broker_(other.broker_), core_(std::move(other.core_)), ack_mode_(other.ack_mode_) {}
+      // The broker is copied on purpose: the moved-from subscriber keeps it to start over.
+      : broker_(other.broker_),  // NOLINT(performance-move-constructor-init)
+        core_(std::move(other.core_)),
+        ack_mode_(other.ack_mode_) {}
   /// Leaves this subscriber's topic first, as destruction would (a pending `async_receive`
   /// completes with `operation_aborted`).
   InMemorySubscriber& operator=(InMemorySubscriber&& other) noexcept {
