@@ -107,6 +107,10 @@ struct RabbitMQConfig {
   /// basic.qos prefetch-count per consumer: the most unacknowledged deliveries the broker sends
   /// ahead. Never 0 (RabbitMQ's "unlimited"): it also bounds the client's buffer.
   std::uint16_t prefetch = 1000;
+  /// Body bytes a subscriber buffers before it pauses its consumer (basic.cancel; consuming
+  /// resumes below half of this). Deliveries already on the way still arrive, so the buffer can
+  /// pass the bound by what the broker had sent before the cancel (at most `prefetch` messages).
+  std::size_t max_buffered_bytes = std::size_t{64} << 20;
 
   TopologyConfig topology;
 

@@ -13,10 +13,12 @@
 #include <kincir/rabbitmq/mapping.hpp>     // declarations, message_of, delivery_count_of
 #include <kincir/rabbitmq/publisher.hpp>   // detail::check_topic
 
-#include <asio/associated_executor.hpp>  // the handler's executor
-#include <asio/async_result.hpp>         // asio::async_initiate
-#include <asio/executor_work_guard.hpp>  // keeps the handler's executor alive
+#include <asio/associated_cancellation_slot.hpp>  // cancellation of async_receive
+#include <asio/associated_executor.hpp>           // the handler's executor
+#include <asio/async_result.hpp>                  // asio::async_initiate
+#include <asio/executor_work_guard.hpp>           // keeps the handler's executor alive
 
+#include <algorithm>           // std::max, std::lower_bound
 #include <atomic>              // the channel generation
 #include <chrono>              // receive_for
 #include <condition_variable>  // receive waits
@@ -104,6 +106,7 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
       topic_.clear();
       subscribed_ = false;
       buffer_.clear();
+      buffered_bytes_ = 0;
       unacked_.clear();
       terminal_ = kincir::errc::not_subscribed;
       generation_.fetch_add(1, std::memory_order_acq_rel);
@@ -140,25 +143,44 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     }
     out = std::move(buffer_.front());
     buffer_.pop_front();
+    taken(out);
     hand_out(out, track);
     return true;
   }
 
-  void async_receive(std::unique_ptr<AsyncReceiver> op) {
+  /// Returns the operation's id for `cancel_async` (0: it completed at once).
+  std::uint64_t async_receive(std::unique_ptr<AsyncReceiver> op) {
     std::unique_lock lock(mutex_);
     if (!buffer_.empty()) {
       Received r = std::move(buffer_.front());
       buffer_.pop_front();
+      taken(r);
       hand_out(r, false);
       lock.unlock();
-      return op->complete({}, std::move(r.message));
+      op->complete({}, std::move(r.message));
+      return 0;
     }
     if (terminal_) {
       const auto ec = terminal_;
       lock.unlock();
-      return op->complete(ec, Message{});
+      op->complete(ec, Message{});
+      return 0;
     }
     async_ = std::move(op);
+    return ++async_id_;
+  }
+
+  /// A cancellation slot fired (any thread): the operation `id`, if still pending, completes with
+  /// `asio::error::operation_aborted`. A delivery is never lost to a cancellation: one that
+  /// arrives later stays buffered for the next receive.
+  void cancel_async(std::uint64_t id) {
+    std::unique_ptr<AsyncReceiver> op;
+    {
+      const std::lock_guard lock(mutex_);
+      if (id == 0 || id != async_id_ || !async_) return;
+      op = std::move(async_);
+    }
+    op->complete(asio::error::operation_aborted, Message{});
   }
 
   void settle(std::uint64_t tag, Settle how, std::error_code& ec) {
@@ -176,6 +198,15 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   [[nodiscard]] std::string topic() {
     const std::lock_guard lock(mutex_);
     return topic_;
+  }
+
+  [[nodiscard]] std::size_t buffered_bytes() {
+    const std::lock_guard lock(mutex_);
+    return buffered_bytes_;
+  }
+  [[nodiscard]] bool paused() {
+    const std::lock_guard lock(mutex_);
+    return pause_requested_;
   }
 
   // --- strand ---
@@ -199,18 +230,26 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     return generation_.load(std::memory_order_acquire) & kGenerationMask;
   }
 
-  // Under mutex_.
+  // Under mutex_: `r` left the buffer. Below half the byte bound a paused consumer resumes.
+  void taken(const Received& r) {
+    buffered_bytes_ -= r.message.payload.size();
+    if (!pause_requested_ || resume_posted_ || buffered_bytes_ > cfg_.max_buffered_bytes / 2) return;
+    resume_posted_ = true;
+    asio::post(conn_->strand(), [self = shared_from_this()] { self->resume(); });
+  }
+
+  // Under mutex_. An automatic ack waits while more deliveries are buffered (the receiver comes
+  // back for them), up to half the prefetch: one post and one `multiple` ack per batch.
   void hand_out(const Received& r, bool track) {
-    if (track)
-      unacked_.insert(r.tag);
-    else
-      queue_settle(r.tag, Settle::ack);
+    if (track) return (void)unacked_.insert(r.tag);
+    const std::size_t batch = std::max<std::size_t>(1, cfg_.prefetch / 2);
+    queue_settle(r.tag, Settle::ack, buffer_.empty() || settlements_.size() + 1 >= batch);
   }
 
   // Under mutex_: settlements go to the strand in batches (one post per batch).
-  void queue_settle(std::uint64_t tag, Settle how) {
+  void queue_settle(std::uint64_t tag, Settle how, bool flush = true) {
     settlements_.push_back(Settlement{tag, how});
-    if (settle_posted_) return;
+    if (settle_posted_ || !flush) return;
     settle_posted_ = true;
     asio::post(conn_->strand(), [self = shared_from_this()] { self->flush_settlements(); });
   }
@@ -239,6 +278,8 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
         self->terminal_.clear();
         self->subscribed_ = true;
         self->buffer_.clear();
+        self->buffered_bytes_ = 0;
+        self->pause_requested_ = self->resume_posted_ = false;
         self->unacked_.clear();
       }
       self->channel_generation_ = generation & kGenerationMask;
@@ -261,9 +302,14 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     };
     const TopologyConfig& t = cfg_.topology;
     const amqp::QueueDeclare queue = queue_declaration(t, topic, group);
+    queue_ = queue.queue;
+    const auto declared = [self = shared_from_this(), step](std::error_code ec, amqp::Method& m) {
+      if (auto* ok = std::get_if<amqp::QueueDeclareOk>(&m)) self->queue_ = ok->queue;  // server-named
+      step(ec, m);
+    };
     if (t.layout == Layout::exchange_per_topic) {
       if (t.declare) ch.async_call(exchange_declaration(t, topic), step);
-      ch.async_call(queue, step);
+      ch.async_call(queue, declared);
       amqp::QueueBind bind;
       bind.queue = queue.queue;  // empty: the queue just declared (server-named)
       const Route route = route_for(t, topic);
@@ -271,7 +317,7 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
       bind.routing_key = route.routing_key;
       ch.async_call(bind, step);
     } else if (t.declare) {
-      ch.async_call(queue, step);
+      ch.async_call(queue, declared);
     }
     amqp::BasicQos qos;
     qos.prefetch_count = cfg_.prefetch == 0 ? 1 : cfg_.prefetch;
@@ -299,6 +345,7 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     outstanding_.push_back(Outstanding{d.delivery_tag});
     std::unique_ptr<AsyncReceiver> op;
     Message direct;
+    bool pause = false;
     {
       const std::lock_guard lock(mutex_);
       if (channel_generation_ != current_generation()) return;
@@ -307,13 +354,21 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
         hand_out(r, false);
         direct = std::move(r.message);
       } else {
+        buffered_bytes_ += r.message.payload.size();
         buffer_.push_back(std::move(r));
+        if (buffered_bytes_ >= cfg_.max_buffered_bytes && !pause_requested_) pause = pause_requested_ = true;
       }
     }
-    if (op)
-      op->complete({}, std::move(direct));
-    else
-      cv_.notify_one();
+    if (pause) this->pause();
+    if (op) return op->complete({}, std::move(direct));
+    // One wake-up per read, not per delivery: the notification runs after the frames of this
+    // read are routed (a posted handler runs after the current one).
+    if (notify_posted_) return;
+    notify_posted_ = true;
+    asio::post(conn_->strand(), [self = shared_from_this()] {
+      self->notify_posted_ = false;
+      self->cv_.notify_one();
+    });
   }
 
   void set_terminal(std::error_code ec) {
@@ -325,6 +380,40 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     }
     cv_.notify_all();
     if (op) op->complete(ec, Message{});
+  }
+
+  /// The buffer reached `max_buffered_bytes`: stop the consumer (deliveries on the way still
+  /// come; their tags stay valid, so acks go on).
+  void pause() {
+    if (!channel_ || !channel_->is_open() || consumer_tag_.empty()) {
+      const std::lock_guard lock(mutex_);
+      pause_requested_ = false;  // nothing to pause: no resume either
+      return;
+    }
+    amqp::BasicCancel cancel;
+    cancel.consumer_tag = consumer_tag_;
+    consumer_tag_.clear();
+    channel_->async_call(cancel, [](std::error_code, amqp::Method&) {});  // a failure closes the channel
+    conn_->end_turn();
+  }
+
+  /// The buffer drained below half the bound: consume again from the same queue.
+  void resume() {
+    {
+      const std::lock_guard lock(mutex_);
+      resume_posted_ = false;
+      if (!pause_requested_ || buffered_bytes_ > cfg_.max_buffered_bytes / 2) return;
+      pause_requested_ = false;
+    }
+    if (!channel_ || !channel_->is_open()) return;
+    amqp::BasicConsume consume;
+    consume.queue = queue_;
+    channel_->async_call(consume, [weak = weak_from_this()](std::error_code ec, amqp::Method& m) {
+      auto self = weak.lock();
+      if (!self || ec) return;
+      if (auto* ok = std::get_if<amqp::BasicConsumeOk>(&m)) self->consumer_tag_ = ok->consumer_tag;
+    });
+    conn_->end_turn();
   }
 
   void on_closed(std::error_code ec) {
@@ -392,8 +481,10 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   // Strand.
   std::shared_ptr<Channel> channel_;
   std::uint64_t channel_generation_ = 0;
-  std::string consumer_tag_;
+  std::string consumer_tag_;  // empty while paused
+  std::string queue_;         // consumed; re-consumed after a pause
   std::deque<Outstanding> outstanding_;
+  bool notify_posted_ = false;
 
   // Any thread, under mutex_.
   std::mutex mutex_;
@@ -406,6 +497,10 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   std::string topic_;
   std::error_code terminal_{kincir::errc::not_subscribed};
   std::unique_ptr<AsyncReceiver> async_;
+  std::uint64_t async_id_ = 0;
+  std::size_t buffered_bytes_ = 0;  // body bytes in buffer_
+  bool pause_requested_ = false;    // the consumer is (being) cancelled for the byte bound
+  bool resume_posted_ = false;
   std::atomic<std::uint64_t> generation_{0};
 };
 
@@ -583,17 +678,31 @@ class RabbitMQSubscriber {
   /// Receives asynchronously (acknowledged when handed out). Completion signature
   /// `void(std::error_code, kincir::Message)`. The handler runs on its associated executor (the
   /// connection's handler executor if it has none), never inside this call. One at a time;
-  /// `unsubscribe` completes a pending one with `asio::error::operation_aborted`.
+  /// `unsubscribe` completes a pending one with `asio::error::operation_aborted`, and so does a
+  /// signal on the handler's associated cancellation slot (any cancellation type); a delivery
+  /// that arrives afterwards stays buffered for the next receive.
   template <class CompletionToken>
   auto async_receive(CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
         [this](auto handler) {
           auto executor = asio::get_associated_executor(handler, connection_->handler_executor());
+          auto slot = asio::get_associated_cancellation_slot(handler);
           using Op = detail::AsyncReceiverImpl<decltype(handler), decltype(executor)>;
-          core_->async_receive(std::make_unique<Op>(std::move(handler), executor));
+          const std::uint64_t id = core_->async_receive(std::make_unique<Op>(std::move(handler), executor));
+          if (id != 0 && slot.is_connected()) {
+            slot.assign([weak = std::weak_ptr<detail::SubscriberCore>(core_), id](asio::cancellation_type) {
+              if (auto core = weak.lock()) core->cancel_async(id);
+            });
+          }
         },
         token);
   }
+
+  /// Body bytes received and not yet handed out. Any thread.
+  [[nodiscard]] std::size_t buffered_bytes() const { return core_->buffered_bytes(); }
+  /// The consumer is paused because `buffered_bytes()` reached `max_buffered_bytes`; it resumes
+  /// once the buffer is below half of that. Any thread.
+  [[nodiscard]] bool paused() const { return core_->paused(); }
 
   [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
 
