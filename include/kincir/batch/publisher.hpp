@@ -56,8 +56,8 @@ struct BatchPublisherOptions {
 /// out (without a handler they are discarded: call `flush()` first to see the error).
 ///
 /// Failures rely on the `Publisher` contract: a failed `publish(topic, batch, ec)` leaves in
-/// `batch` exactly the messages it did not publish, in order (the published ones are a prefix and
-/// are removed; if none was published the vector is untouched).
+/// `batch` exactly the messages it did not publish, in order (the published ones are removed; if
+/// none was published the vector is untouched).
 ///
 /// Thread safety: every member may be called from any thread. Calls into the publisher are
 /// serialised for `add`/`flush`/the timer, so each topic's messages keep their order;
@@ -106,8 +106,8 @@ class BatchPublisher {
 
   /// Publishes `messages` to `topic` in order, in chunks of `batch_size`, on this thread.
   /// Returns how many were published (on failure too: the chunks before the failing one plus
-  /// whatever prefix of it the publisher got out). On failure `ec` is the publisher's error and
-  /// `messages` holds exactly the messages not published, in order (the published prefix is
+  /// whatever of it the publisher got out). On failure `ec` is the publisher's error and
+  /// `messages` holds exactly the messages not published, in order (the published ones are
   /// removed), so the caller still owns them; on success it is empty.
   std::size_t publish_batch(std::string_view topic, std::vector<Message>&& messages, std::error_code& ec) {
     return publish_chunks(topic, messages, ec);
@@ -265,8 +265,8 @@ class BatchPublisher {
 
   /// Sends `messages` in chunks of `batch_size`. Returns how many were published; on failure
   /// `messages` holds exactly the unpublished ones, in order. Relies on the `Publisher` contract:
-  /// a failed `publish` leaves in its vector exactly the messages it did not publish (those
-  /// published are a prefix and are removed; if none was, the vector is untouched).
+  /// a failed `publish` leaves in its vector exactly the messages it did not publish, in order
+  /// (any ordered subset: only their number and order are used here).
   std::size_t publish_chunks(std::string_view topic, std::vector<Message>& messages, std::error_code& ec) {
     ec.clear();
     const std::size_t total = messages.size();
@@ -276,7 +276,7 @@ class BatchPublisher {
         messages.clear();
         return total;
       }
-      // NOLINTNEXTLINE(bugprone-use-after-move): on failure it holds the unpublished suffix
+      // NOLINTNEXTLINE(bugprone-use-after-move): on failure it holds the unpublished messages
       return total - std::min(messages.size(), total);
     }
     std::vector<Message> chunk;
@@ -290,11 +290,11 @@ class BatchPublisher {
       chunk.insert(chunk.end(), std::make_move_iterator(first), std::make_move_iterator(last));
       publisher_.publish(topic, std::move(chunk), ec);
       if (ec) {
-        // NOLINTNEXTLINE(bugprone-use-after-move): on failure it holds the chunk's unpublished suffix
+        // NOLINTNEXTLINE(bugprone-use-after-move): on failure it holds the chunk's unpublished messages
         const std::size_t unsent = std::min(chunk.size(), n);
         sent += n - unsent;
-        // The chunk's unpublished messages go back to the end of their slots, right before the
-        // untouched rest; everything in front of them was published (or moved out) and goes.
+        // The chunk's unpublished messages go back, in order, to the end of their slots, right
+        // before the untouched rest; everything in front of them was published (or moved out).
         std::move(chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(unsent),
                   last - static_cast<std::ptrdiff_t>(unsent));
         messages.erase(messages.begin(), last - static_cast<std::ptrdiff_t>(unsent));

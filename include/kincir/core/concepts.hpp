@@ -37,9 +37,11 @@ struct receive_handler_archetype {
 /// for a batch (moved in: no payload or metadata is copied) and for one message.
 ///
 /// The contract on failure, which generic code (batching, the router) relies on: the batch
-/// vector then holds exactly the messages that were not published, in order. Published messages
-/// are always a prefix of the batch and are removed; when nothing was published the vector is
-/// left as it was. A failed single-message publish leaves the message as it was.
+/// vector then holds exactly the messages that were not published, in their order; the published
+/// ones are removed, and when nothing was published the vector is left as it was. With the
+/// in-memory broker the published messages are always a prefix; a broker that settles messages
+/// one by one (RabbitMQ: one confirmed, the next nacked) may leave any ordered subset. A failed
+/// single-message publish leaves the message as it was.
 template <class P>
 concept Publisher = requires(P& p, std::string_view topic, std::vector<Message>&& batch, Message&& message,
                              std::error_code& ec) {

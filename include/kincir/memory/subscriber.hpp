@@ -11,7 +11,6 @@
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/detail/subscriber_core.hpp>
 
-#include <atomic>        // std::atomic_thread_fence
 #include <chrono>        // receive_for
 #include <cstddef>       // std::size_t
 #include <memory>        // std::shared_ptr
@@ -93,10 +92,10 @@ class ReceiveOp final : public AsyncWaiter,
     Requeued r;
     std::error_code ec;
     if (core_->try_next(r, ec) || ec) return complete_locked(ec, std::move(r.message));
-    // Register, then look again: a publish between the two is seen by one side or the other.
+    // Register, then look again: a publish between the two is seen by one side or the other
+    // (registering ends with the fence that pairs with the publisher's).
     registered_ = core_->topic();
     registered_->add_async_waiter(this->shared_from_this());
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the publisher's fence
     if (core_->try_next(r, ec) || ec) {
       unregister_locked();
       complete_locked(ec, std::move(r.message));
