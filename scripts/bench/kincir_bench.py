@@ -148,17 +148,23 @@ def print_compare(old, new, old_path):
 # --- report --------------------------------------------------------------------------------------
 
 def markdown_table(data):
-    lines = ["| workload | rate | time/run | p50 | p99 | peak mem | note |", "|---|---:|---:|---:|---:|---:|---|"]
+    def ratio(r, key):
+        value = r.get(key)
+        return f"{value:.2f}x" if isinstance(value, (int, float)) else "-"
+
+    lines = ["| workload | rate | time/run | p50 | p99 | peak mem | ÷ ZeroMQ | ÷ mutex queue | note |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in data["results"]:
         lines.append(f"| `{r['name']}` | {rate_text(r)} | {duration(r['time_s'])} | {latency(r['p50_ns'])} | "
-                     f"{latency(r['p99_ns'])} | {memory(r['peak_bytes'])} | {note(r)} |")
+                     f"{latency(r['p99_ns'])} | {memory(r['peak_bytes'])} | {ratio(r, 'ratio_zeromq')} | "
+                     f"{ratio(r, 'ratio_mutex')} | {note(r)} |")
     return "\n".join(lines)
 
 
 def markdown_targets(data):
     if not data.get("targets"):
         return ""
-    lines = ["| DESIGN.md §9 | measured | target | reference | |", "|---|---:|---|---|---|"]
+    lines = ["| target | measured | goal | reference | |", "|---|---:|---|---|---|"]
     for t in data["targets"]:
         lines.append(f"| {t['what']} | {t['measured_text']} | {t['target']} | {t['reference']} | "
                      f"{'met' if t['met'] else '**missed**'} |")
