@@ -17,6 +17,7 @@
 #include <memory>                           // std::make_unique
 #include <string>                           // payloads
 #include <thread>                           // racing threads
+#include <type_traits>                      // movability
 #include <vector>                           // batches
 
 #include "memory/broker_test_support.hpp"
@@ -264,6 +265,63 @@ TEST_CASE("a publish never posts to the executor of a completed async_receive", 
   guard.reset();
   others_thread.join();
   CHECK(wrong_calls == 0);
+}
+
+TEST_CASE("publishers can be moved, and a moved-from publisher still works", "[broker]") {
+  static_assert(std::is_nothrow_move_constructible_v<InMemoryPublisher>);
+  static_assert(std::is_nothrow_move_assignable_v<InMemoryPublisher>);
+  InMemoryBroker broker(quiet_config());
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("t");
+  InMemoryPublisher first(broker);
+  first.publish("t", text("1"));
+  InMemoryPublisher second(std::move(first));
+  second.publish("t", text("2"));
+  first.publish("t", text("3"));  // NOLINT(bugprone-use-after-move): what is tested
+  InMemoryBroker other_broker(quiet_config());
+  InMemorySubscriber other_subscriber(other_broker);
+  other_subscriber.subscribe("t");
+  InMemoryPublisher third(other_broker);
+  third.publish("t", text("elsewhere"));
+  third = std::move(second);  // now publishes to the first broker
+  third.publish("t", text("4"));
+  std::vector<Message> pending{text("5")};
+  std::vector<InMemoryPublisher> publishers;
+  publishers.push_back(std::move(third));
+  publishers.front().publish("t", std::move(pending));
+  for (const char* expected : {"1", "2", "3", "4", "5"}) CHECK(subscriber.receive().payload.view() == expected);
+  CHECK(other_subscriber.receive().payload.view() == "elsewhere");
+  CHECK_FALSE(other_subscriber.try_receive());
+}
+
+TEST_CASE("try_publish: one message or a batch, error-code and throwing forms", "[broker]") {
+  BrokerConfig c = quiet_config();
+  c.max_queue_size = 2;
+  InMemoryBroker broker(c);
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("t");
+  InMemoryPublisher publisher(broker);
+  CHECK(publisher.try_publish("t", text("1")));
+  std::error_code ec;
+  publisher.try_publish("t", text("2"), ec);
+  CHECK_FALSE(ec);
+  // What a failed try_publish leaves behind is what is tested here.
+  // NOLINTBEGIN(bugprone-use-after-move)
+  Message third = text("3");
+  CHECK_FALSE(publisher.try_publish("t", std::move(third)));  // full: it would wait
+  CHECK(third.payload.view() == "3");                         // left as it was
+  publisher.try_publish("t", std::move(third), ec);
+  CHECK(ec == errc::queue_full);
+  std::vector<Message> batch{text("a"), text("b")};
+  CHECK_FALSE(publisher.try_publish("t", std::move(batch)));
+  CHECK(batch.size() == 2);
+  CHECK(subscriber.receive().payload.view() == "1");
+  CHECK(subscriber.receive().payload.view() == "2");
+  CHECK(publisher.try_publish("t", std::move(batch)));
+  // NOLINTEND(bugprone-use-after-move)
+  CHECK_THROWS_AS(publisher.try_publish("", text("x")), kincir::Error);
+  broker.shutdown();
+  CHECK_THROWS_AS(publisher.try_publish("t", text("x")), kincir::Error);
 }
 
 TEST_CASE("a nack racing unsubscribe + subscribe never delivers the old topic's message", "[broker][ack][race]") {

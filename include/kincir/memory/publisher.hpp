@@ -31,11 +31,29 @@ namespace kincir::memory {
 /// On success the batch's messages are moved from and the vector is cleared. On failure the
 /// vector holds exactly the messages that were not published, in order: the published ones (a
 /// prefix, when a shutdown stops a large batch after its first pieces) are removed, and when
-/// nothing was published the vector is left as it was. A publisher may be shared by threads.
+/// nothing was published the vector is left as it was. A publisher may be shared by threads; it
+/// may be moved (not while a publish through it runs), and a moved-from publisher still works.
 class InMemoryPublisher {
  public:
   explicit InMemoryPublisher(const InMemoryBroker& broker) : broker_(broker.state_) {}
   explicit InMemoryPublisher(const std::shared_ptr<InMemoryBroker>& broker) : broker_(broker->state_) {}
+
+  // The topic cache stays behind (it is only a cache); both publishers keep the broker.
+  InMemoryPublisher(InMemoryPublisher&& other) noexcept
+      : broker_(other.broker_) {}  // NOLINT(performance-move-constructor-init): the moved-from one keeps working
+  InMemoryPublisher& operator=(InMemoryPublisher&& other) noexcept {
+    if (this != &other) {
+      const std::lock_guard lock(cache_mutex_);
+      cached_topic_.reset();
+      cached_name_.clear();
+      replaced_.clear();
+      broker_ = other.broker_;
+    }
+    return *this;
+  }
+  InMemoryPublisher(const InMemoryPublisher&) = delete;
+  InMemoryPublisher& operator=(const InMemoryPublisher&) = delete;
+  ~InMemoryPublisher() = default;
 
   /// Publishes every message of `batch` to `topic`, in order. An empty batch does nothing.
   /// Errors: `invalid_topic`, `too_many_topics`, `queue_full` (policy `reject`),
@@ -69,7 +87,32 @@ class InMemoryPublisher {
     take(batch, publish_range(topic, std::span<Message>(batch), ec, /*may_wait=*/false));
   }
 
+  /// One message, without ever waiting: `errc::queue_full` where it would wait, `message` left
+  /// as it was on any failure.
+  void try_publish(std::string_view topic, Message&& message, std::error_code& ec) {
+    publish_range(topic, std::span<Message>(&message, 1), ec, /*may_wait=*/false);
+  }
+
+  /// Throwing forms: false (the batch or message left as it was) where the call would have to
+  /// wait; `kincir::Error` for every other failure.
+  bool try_publish(std::string_view topic, std::vector<Message>&& batch) {
+    std::error_code ec;
+    try_publish(topic, std::move(batch), ec);
+    return try_result(ec, "InMemoryPublisher::try_publish");
+  }
+  bool try_publish(std::string_view topic, Message&& message) {
+    std::error_code ec;
+    try_publish(topic, std::move(message), ec);
+    return try_result(ec, "InMemoryPublisher::try_publish");
+  }
+
  private:
+  static bool try_result(std::error_code ec, const char* what) {
+    if (ec == errc::queue_full) return false;
+    throw_if(ec, what);
+    return true;
+  }
+
   /// Removes the first `taken` messages of `batch` (all of them on success).
   static void take(std::vector<Message>& batch, std::size_t taken) {
     if (taken == batch.size())
