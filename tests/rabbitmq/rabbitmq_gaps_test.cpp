@@ -198,3 +198,19 @@ TEST_CASE("a subscriber's buffer is bounded in bytes: the consumer pauses and re
   CHECK_FALSE(sub.paused());
   CHECK(conn->is_open());
 }
+
+TEST_CASE("automatic acks reach the broker when the flow stops", "[broker][acks]") {
+  auto conn = Connection::open(node_config());
+  const std::string topic = fresh("auto-ack");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic, "g");
+  RabbitMQPublisher pub(conn);
+  std::vector<Message> batch;
+  for (int i = 0; i < 3; ++i) batch.push_back(Message(std::to_string(i)));
+  pub.publish(topic, std::move(batch));
+  for (int i = 0; i < 3; ++i) REQUIRE(sub.receive_for(5s));
+  // Nothing else arrives, yet the acks of what was handed out go out (within the ack delay).
+  std::this_thread::sleep_for(100ms);
+  const std::string queues = ctl_output("list_queues name messages_unacknowledged");
+  CHECK(queues.find(topic + ".g\t0") != std::string::npos);
+}

@@ -76,6 +76,9 @@ class AsyncReceiverImpl final : public AsyncReceiver {
 
 enum class Settle : std::uint8_t { ack, requeue, reject };
 
+/// The longest an automatic ack waits for the strand to pick it up.
+inline constexpr std::chrono::milliseconds kAckDelay{1};
+
 /// The subscriber's state, shared by its user-facing methods (any thread, under `mutex_`) and
 /// the strand (deliveries, settlements, channel events).
 class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
@@ -238,12 +241,13 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     asio::post(conn_->strand(), [self = shared_from_this()] { self->resume(); });
   }
 
-  // Under mutex_. An automatic ack waits while more deliveries are buffered (the receiver comes
-  // back for them), up to half the prefetch: one post and one `multiple` ack per batch.
+  // Under mutex_. An automatic ack is not posted on its own: the strand sends it with the next
+  // read's deliveries or from the ack timer (within kAckDelay), or at once when half the
+  // prefetch is waiting, so the receiving thread does not wake the I/O thread per batch.
   void hand_out(const Received& r, bool track) {
     if (track) return (void)unacked_.insert(r.tag);
     const std::size_t batch = std::max<std::size_t>(1, cfg_.prefetch / 2);
-    queue_settle(r.tag, Settle::ack, buffer_.empty() || settlements_.size() + 1 >= batch);
+    queue_settle(r.tag, Settle::ack, settlements_.size() + 1 >= batch);
   }
 
   // Under mutex_: settlements go to the strand in batches (one post per batch).
@@ -360,14 +364,36 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
       }
     }
     if (pause) this->pause();
-    if (op) return op->complete({}, std::move(direct));
-    // One wake-up per read, not per delivery: the notification runs after the frames of this
-    // read are routed (a posted handler runs after the current one).
-    if (notify_posted_) return;
-    notify_posted_ = true;
+    if (op) op->complete({}, std::move(direct));
+    // One wake-up per read, not per delivery: this runs after the frames of this read are
+    // routed (a posted handler runs after the current one). It also sends the automatic acks
+    // the receiver produced meanwhile and keeps the ack timer going.
+    if (turn_posted_) return;
+    turn_posted_ = true;
     asio::post(conn_->strand(), [self = shared_from_this()] {
-      self->notify_posted_ = false;
+      self->turn_posted_ = false;
       self->cv_.notify_one();
+      self->flush_settlements();
+      self->arm_ack_timer();
+    });
+  }
+
+  /// While deliveries are buffered or acks wait, sends the waiting acks every kAckDelay.
+  void arm_ack_timer() {
+    if (ack_timer_armed_ || !channel_ || !channel_->is_open()) return;
+    if (!ack_timer_) ack_timer_ = std::make_unique<asio::steady_timer>(conn_->strand());
+    ack_timer_armed_ = true;
+    ack_timer_->expires_after(kAckDelay);
+    ack_timer_->async_wait([self = shared_from_this()](std::error_code ec) {
+      self->ack_timer_armed_ = false;
+      if (ec) return;
+      bool more = false;
+      {
+        const std::lock_guard lock(self->mutex_);
+        more = !self->settlements_.empty() || !self->buffer_.empty();
+      }
+      self->flush_settlements();
+      if (more) self->arm_ack_timer();
     });
   }
 
@@ -432,7 +458,7 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
       batch.swap(settlements_);
       settle_posted_ = false;
     }
-    if (!channel_ || !channel_->is_open()) return;
+    if (batch.empty() || !channel_ || !channel_->is_open()) return;
     amqp::ChannelState& st = channel_->state();
     std::error_code ec;
     for (const auto& s : batch) {
@@ -484,7 +510,9 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   std::string consumer_tag_;  // empty while paused
   std::string queue_;         // consumed; re-consumed after a pause
   std::deque<Outstanding> outstanding_;
-  bool notify_posted_ = false;
+  bool turn_posted_ = false;
+  std::unique_ptr<asio::steady_timer> ack_timer_;
+  bool ack_timer_armed_ = false;
 
   // Any thread, under mutex_.
   std::mutex mutex_;
