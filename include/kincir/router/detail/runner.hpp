@@ -279,7 +279,12 @@ class Runner final : public RouterHandler {
       const std::size_t n = outputs.size();
       std::error_code ec;
       try {
-        publisher_.publish(publish_topic_, std::move(outputs), ec);
+        if (n == 1) {
+          // The single-message form skips the batch path (and leaves the message in place on failure).
+          publisher_.publish(publish_topic_, std::move(outputs.front()), ec);
+        } else {
+          publisher_.publish(publish_topic_, std::move(outputs), ec);
+        }
       } catch (const std::system_error& e) {
         ec = e.code();
       } catch (...) {
@@ -298,6 +303,9 @@ class Runner final : public RouterHandler {
   /// Whether a close timed out on this delivery and nacked it (its outputs are then dropped: the
   /// message will be handled again).
   bool is_abandoned(std::size_t index) {
+    // Only a close abandons deliveries, and only after it set `stopping`. One abandoned just after
+    // this check has its outputs published anyway: a duplicate, as at-least-once allows.
+    if (!core_->stopping.load()) return false;
     const std::lock_guard lock(slots_mutex_);
     return slots_[index].settled && !slots_[index].early;
   }
