@@ -6,6 +6,7 @@
 #include <kincir/memory/publisher.hpp>
 #include <kincir/memory/subscriber.hpp>
 
+#include <algorithm>     // std::sort
 #include <atomic>        // counting receives
 #include <chrono>        // timeouts
 #include <memory>        // std::make_shared
@@ -306,4 +307,23 @@ TEST_CASE("a receive error ends processing after handing over what was taken", "
   CHECK(ec == kincir::errc::broker_shutdown);
   CHECK(processed == 2);
   CHECK(sizes == std::vector<std::size_t>{2});
+}
+
+TEST_CASE("two processors in one consumer group share a topic's messages", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessorOptions options{.batch_size = 4, .batch_timeout = 5ms};
+  BatchProcessor first(kincir::memory::InMemorySubscriber(broker), options);
+  BatchProcessor second(kincir::memory::InMemorySubscriber(broker), options);
+  std::error_code ec;
+  first.subscribe("t", "workers", ec);
+  REQUIRE_FALSE(ec);
+  second.subscribe("t", "workers");
+  CHECK(first.subscriber().group() == "workers");
+  publish_numbered(broker, 8);
+  std::vector<std::string> seen;
+  for (auto* processor : {&first, &second}) {
+    while (auto m = processor->subscriber().try_receive()) seen.emplace_back(m->payload.view());
+  }
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen == std::vector<std::string>{"0", "1", "2", "3", "4", "5", "6", "7"});  // each once
 }

@@ -1,11 +1,17 @@
+#include <kincir/metrics/instrumented.hpp>
 #include <kincir/metrics/memory.hpp>
 
 #include <kincir/memory/publisher.hpp>
 #include <kincir/memory/subscriber.hpp>
 
-#include <memory>  // std::make_shared
-#include <string>  // payloads, Prometheus text
-#include <vector>  // batches
+#include <asio/bind_cancellation_slot.hpp>  // cancelling an instrumented receive
+#include <asio/bind_executor.hpp>           // handler executors
+#include <asio/cancellation_signal.hpp>     // cancelling an instrumented receive
+#include <asio/io_context.hpp>              // the executor of async_receive
+#include <chrono>                           // run_for
+#include <memory>                           // std::make_shared
+#include <string>                           // payloads, Prometheus text
+#include <vector>                           // batches
 
 #include "support/catch.hpp"
 
@@ -114,4 +120,56 @@ TEST_CASE("to_stats_sample copies the broker-wide totals", "[metrics]") {
   stats.queue_depth = 5;
   stats.redelivered = 99;  // not part of the sample
   CHECK(kincir::to_stats_sample(stats) == kincir::BrokerStatsSample{10, 20, 3, 4, 5});
+}
+
+TEST_CASE("instrumented wrappers keep what they wrap: moved-in publishers, groups, try_publish, async_receive",
+          "[metrics][instrumented]") {
+  MetricsCollector collector;
+  auto broker = std::make_shared<InMemoryBroker>();
+  auto publisher = kincir::instrumented(InMemoryPublisher(broker), collector);  // an rvalue is moved in
+  auto first = kincir::instrumented(InMemorySubscriber(broker), collector);
+  InMemorySubscriber plain(broker);
+  auto second = kincir::instrumented(plain, collector);
+  std::error_code ec;
+  first.subscribe("t", "g", ec);
+  REQUIRE_FALSE(ec);
+  second.subscribe("t", "g");
+  CHECK(plain.group() == "g");
+
+  publisher.publish("t", batch(2));
+  publisher.try_publish("t", kincir::Message(std::string("third")), ec);
+  CHECK_FALSE(ec);
+  publisher.try_publish("", batch(1), ec);
+  CHECK(ec == kincir::errc::invalid_topic);
+
+  asio::io_context io;
+  int received = 0;
+  for (auto* s : {&first}) {
+    for (int i = 0; i < 3; ++i) {
+      s->async_receive(asio::bind_executor(io, [&](std::error_code e, const kincir::Message&) {
+        if (!e) ++received;
+      }));
+      io.restart();
+      io.run_for(std::chrono::milliseconds(50));
+    }
+  }
+  while (second.try_receive()) ++received;
+  CHECK(received == 3);  // the group shares the three messages
+
+  // A cancelled receive is not an error.
+  asio::cancellation_signal signal;
+  std::error_code cancelled;
+  first.async_receive(asio::bind_cancellation_slot(
+      signal.slot(), asio::bind_executor(io, [&](std::error_code e, const kincir::Message&) { cancelled = e; })));
+  io.restart();
+  io.poll();
+  signal.emit(asio::cancellation_type::all);
+  io.restart();
+  io.run();
+  CHECK(cancelled == asio::error::operation_aborted);
+
+  const auto m = collector.snapshot();
+  CHECK(m.messages_published == 3);
+  CHECK(m.messages_received == 3);
+  CHECK(m.error_count == 1);  // the bad topic only
 }

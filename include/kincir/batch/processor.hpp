@@ -150,6 +150,19 @@ class BatchProcessor {
   void subscribe(std::string_view topic, std::error_code& ec) { subscriber_.subscribe(topic, ec); }
   void subscribe(std::string_view topic) { subscriber_.subscribe(topic); }
 
+  /// Joins consumer group `group` of `topic`, where the subscriber has groups: several
+  /// processors (threads or processes) then share the topic's messages.
+  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) requires
+      requires(subscriber_type& s, std::string_view t, std::error_code& e) {
+    s.subscribe(t, t, e);
+  }
+  { subscriber_.subscribe(topic, group, ec); }
+  void subscribe(std::string_view topic, std::string_view group) requires
+      requires(subscriber_type& s, std::string_view t) {
+    s.subscribe(t, t);
+  }
+  { subscriber_.subscribe(topic, group); }
+
   /// Sets the handler for failed batches (see `ErrorHandler`). Not while `process_batches` runs.
   void set_error_handler(ErrorHandler handler) { error_handler_ = std::move(handler); }
 

@@ -9,6 +9,15 @@
 #include <kincir/core/message.hpp>
 #include <kincir/metrics/collector.hpp>
 
+#if KINCIR_HAS_ASIO
+#include <asio/associated_cancellation_slot.hpp>  // async_receive keeps the handler's slot
+#include <asio/associated_executor.hpp>           // and its executor
+#include <asio/async_result.hpp>                  // asio::async_initiate
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/error.hpp>  // operation_aborted is not an error to record
+#endif
+
 #include <bit>           // std::bit_ceil
 #include <chrono>        // timing calls
 #include <cstdint>       // std::uint32_t
@@ -126,6 +135,85 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
 
   void subscribe(std::string_view topic) requires Subscriber<inner_type> {
     guarded([&] { inner_.subscribe(topic); });
+  }
+
+  /// Consumer groups, where the wrapped subscriber has them.
+  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) requires
+      requires(inner_type& s, std::string_view t, std::error_code& e) {
+    s.subscribe(t, t, e);
+  }
+  {
+    inner_.subscribe(topic, group, ec);
+    if (ec) collector_->record_error();
+  }
+  void subscribe(std::string_view topic, std::string_view group) requires requires(inner_type& s, std::string_view t) {
+    s.subscribe(t, t);
+  }
+  {
+    guarded([&] { inner_.subscribe(topic, group); });
+  }
+
+  void unsubscribe() requires requires(inner_type& s) { s.unsubscribe(); }
+  { inner_.unsubscribe(); }
+
+#if KINCIR_HAS_ASIO
+  /// Receives asynchronously through the wrapped subscriber (completion signature
+  /// `void(std::error_code, Message)`); the handler keeps its executor and cancellation slot. A
+  /// message is recorded as received; an error other than cancellation is recorded as an error.
+  /// The collector, not this wrapper, must outlive the operation.
+  template <class CompletionToken>
+  auto async_receive(CompletionToken&& token) requires AsyncSubscriber<inner_type> {
+    return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
+        [this](auto handler) {
+          const Stamp t = start();
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto executor = asio::get_associated_executor(handler);
+          auto recording = [collector = collector_, t, handler = std::move(handler)](std::error_code ec,
+                                                                                     Message message) mutable {
+            if (!ec) {
+              if (t.timed) {
+                collector->record_receive(clock::now() - t.start);
+              } else {
+                collector->count_receive();
+              }
+            } else if (ec != asio::error::operation_aborted) {
+              collector->record_error();
+            }
+            std::move(handler)(ec, std::move(message));
+          };
+          inner_.async_receive(asio::bind_cancellation_slot(slot, asio::bind_executor(executor, std::move(recording))));
+        },
+        token);
+  }
+#endif
+
+  /// Publishing without waiting, where the wrapped publisher has it (counted like `publish`).
+  void try_publish(std::string_view topic, std::vector<Message>&& batch, std::error_code& ec) requires
+      requires(inner_type& p, std::string_view s, std::vector<Message>&& b, std::error_code& e) {
+    p.try_publish(s, std::move(b), e);
+  }
+  {
+    const Stamp t = start();
+    const auto n = static_cast<std::uint64_t>(batch.size());
+    inner_.try_publish(topic, std::move(batch), ec);
+    if (ec) {
+      collector_->record_error();
+    } else {
+      finish_publish(t, n);
+    }
+  }
+  void try_publish(std::string_view topic, Message&& message, std::error_code& ec) requires
+      requires(inner_type& p, std::string_view s, Message&& m, std::error_code& e) {
+    p.try_publish(s, std::move(m), e);
+  }
+  {
+    const Stamp t = start();
+    inner_.try_publish(topic, std::move(message), ec);
+    if (ec) {
+      collector_->record_error();
+    } else {
+      finish_publish(t, 1);
+    }
   }
 
   auto receive(std::error_code& ec) requires Subscriber<inner_type> {
