@@ -223,7 +223,13 @@ TEMPLATE_TEST_CASE("conformance: a group continues when one consumer's router cl
   kincir::Router first(quick_router());
   kincir::Router second(quick_router());
   auto& ha = first.add_consumer_handler("a", topic, a, record, in_group("workers"));
-  second.add_consumer_handler("b", topic, b, record, in_group("workers"));
+  // The second member is slow, so the first one gets messages too (a fast member may otherwise
+  // take every message: which member takes one is not fixed).
+  auto slow_record = [&](const Message& msg) {
+    record(msg);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  };
+  second.add_consumer_handler("b", topic, b, slow_record, in_group("workers"));
   kincir::test::RunningRouter run_first(first);
   kincir::test::RunningRouter run_second(second);
   REQUIRE(run_first.wait_running());
