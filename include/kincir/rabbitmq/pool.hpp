@@ -162,8 +162,11 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
     // `p`, if still ours (broken or the pool closed), closes its connection here, unlocked.
     if (!next) return;
     if (!next->on_grant) return next->cv.notify_all();
-    if (next->timer) next->timer->cancel();
-    asio::post(executor_, [next] { next->on_grant({}); });
+    // The timer belongs to the pool's thread: cancel it there (its handler sees `granted`).
+    asio::post(executor_, [next] {
+      next->timer->cancel();
+      next->on_grant({});
+    });
   }
 
   /// Fails every waiter with `kincir::errc::closed`, drops the idle publishers; publishers still
@@ -183,8 +186,10 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
         w->cv.notify_all();
         continue;
       }
-      if (w->timer) w->timer->cancel();
-      asio::post(executor_, [w] { w->on_grant(kincir::errc::closed); });
+      asio::post(executor_, [w] {
+        w->timer->cancel();
+        w->on_grant(kincir::errc::closed);
+      });
     }
   }
 
