@@ -539,13 +539,14 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
 /// group, the group's durable queue, shared with the other members (each message goes to one).
 ///
 /// Deliveries are consumed with manual acknowledgement and at most `prefetch` unacknowledged
-/// at a time. `receive`, `try_receive`, `receive_for` and `async_receive` acknowledge what they
-/// hand out (acks are coalesced into `multiple` acks); `receive_with_ack` hands out a
-/// `BasicAckHandle` to settle with `ack`, `nack(requeue)` or `reject`. The delivery count comes
-/// from `x-delivery-count` (quorum queues) or `redelivered`. A consumer the broker cancels (its
-/// queue was deleted) or a channel the broker closes ends the subscription: receiving returns
-/// what is buffered, then the error (`errc::consumer_cancelled`, the reply code). A handle from
-/// before a re-subscribe is `kincir::errc::unknown_delivery` and is never sent to the broker.
+/// at a time; when `max_buffered_bytes` of bodies wait in the client's buffer the consumer is
+/// paused (basic.cancel) until the receiver has drained half of it (see `paused()`). `receive`, `try_receive`,
+/// `receive_for` and `async_receive` acknowledge what they hand out (acks are coalesced into `multiple` acks);
+/// `receive_with_ack` hands out a `BasicAckHandle` to settle with `ack`, `nack(requeue)` or `reject`. The delivery
+/// count comes from `x-delivery-count` (quorum queues) or `redelivered`. A consumer the broker cancels (its queue was
+/// deleted) or a channel the broker closes ends the subscription: receiving returns what is buffered, then the error
+/// (`errc::consumer_cancelled`, the reply code). A handle from before a re-subscribe is
+/// `kincir::errc::unknown_delivery` and is never sent to the broker.
 ///
 /// Thread safety: receiving from one thread at a time (one `async_receive` at a time); `ack`,
 /// `nack` and `reject` from any thread.
