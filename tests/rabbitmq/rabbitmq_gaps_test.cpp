@@ -214,3 +214,25 @@ TEST_CASE("automatic acks reach the broker when the flow stops", "[broker][acks]
   const std::string queues = ctl_output("list_queues name messages_unacknowledged");
   CHECK(queues.find(topic + ".g\t0") != std::string::npos);
 }
+
+TEST_CASE("move-assigning over a publisher or subscriber closes the overwritten one's channel", "[broker][move]") {
+  auto conn = Connection::open(node_config());
+  const std::string topic = fresh("moved");
+  RabbitMQSubscriber a(conn);
+  a.subscribe(topic, "old");
+  RabbitMQSubscriber b(conn);
+  b.subscribe(topic, "new");
+  REQUIRE(eventually(
+      [&] { return ctl_output("list_queues name consumers").find(topic + ".old\t1") != std::string::npos; }, 5s));
+  a = std::move(b);  // a's consumer on <topic>.old goes now, not when the connection closes
+  CHECK(eventually(
+      [&] { return ctl_output("list_queues name consumers").find(topic + ".old\t0") != std::string::npos; }, 10s));
+  RabbitMQPublisher p(conn);
+  RabbitMQPublisher q(conn);
+  p = std::move(q);
+  p.publish(topic, Message(std::string("after the moves")));
+  const auto m = a.receive_for(5s);
+  REQUIRE(m);
+  CHECK(m->payload.view() == "after the moves");
+  CHECK(conn->is_open());
+}

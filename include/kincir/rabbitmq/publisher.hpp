@@ -317,15 +317,22 @@ class RabbitMQPublisher {
   explicit RabbitMQPublisher(const RabbitMQConfig& config) : RabbitMQPublisher(Connection::open(config)) {}
   explicit RabbitMQPublisher(std::string_view uri) : RabbitMQPublisher(Connection::open(uri)) {}
 
+  /// A moved-from publisher may only be destroyed or assigned to.
   RabbitMQPublisher(RabbitMQPublisher&&) noexcept = default;
-  RabbitMQPublisher& operator=(RabbitMQPublisher&&) noexcept = default;
+  /// Closes this publisher's channel first, as destruction would.
+  RabbitMQPublisher& operator=(RabbitMQPublisher&& other) noexcept {
+    if (this != &other) {
+      close_channel();
+      connection_ = std::move(other.connection_);
+      core_ = std::move(other.core_);
+    }
+    return *this;
+  }
   RabbitMQPublisher(const RabbitMQPublisher&) = delete;
   RabbitMQPublisher& operator=(const RabbitMQPublisher&) = delete;
 
   /// Closes the publisher's channel once its asynchronous publishes have their outcomes.
-  ~RabbitMQPublisher() {
-    if (core_) asio::post(connection_->core()->strand(), [core = core_] { core->shutdown(); });
-  }
+  ~RabbitMQPublisher() { close_channel(); }
 
   /// Publishes `batch` to `topic` and waits for every outcome (see the class comment).
   void publish(std::string_view topic, std::vector<Message>&& batch, std::error_code& ec) {
@@ -422,6 +429,9 @@ class RabbitMQPublisher {
   [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
 
  private:
+  void close_channel() noexcept {
+    if (core_) asio::post(connection_->core()->strand(), [core = std::move(core_)] { core->shutdown(); });
+  }
   std::shared_ptr<Connection> connection_;
   std::shared_ptr<detail::PublisherCore> core_;
 };

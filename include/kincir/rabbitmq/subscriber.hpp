@@ -559,15 +559,22 @@ class RabbitMQSubscriber {
   explicit RabbitMQSubscriber(const RabbitMQConfig& config) : RabbitMQSubscriber(Connection::open(config)) {}
   explicit RabbitMQSubscriber(std::string_view uri) : RabbitMQSubscriber(Connection::open(uri)) {}
 
+  /// A moved-from subscriber may only be destroyed or assigned to.
   RabbitMQSubscriber(RabbitMQSubscriber&&) noexcept = default;
-  RabbitMQSubscriber& operator=(RabbitMQSubscriber&&) noexcept = default;
+  /// Closes this subscriber's channel first, as destruction would.
+  RabbitMQSubscriber& operator=(RabbitMQSubscriber&& other) noexcept {
+    if (this != &other) {
+      close_channel();
+      connection_ = std::move(other.connection_);
+      core_ = std::move(other.core_);
+    }
+    return *this;
+  }
   RabbitMQSubscriber(const RabbitMQSubscriber&) = delete;
   RabbitMQSubscriber& operator=(const RabbitMQSubscriber&) = delete;
 
   /// Closes the channel: unacknowledged deliveries go back to their queue.
-  ~RabbitMQSubscriber() {
-    if (core_) asio::post(connection_->core()->strand(), [core = core_] { core->shutdown(); });
-  }
+  ~RabbitMQSubscriber() { close_channel(); }
 
   /// Declares what the topology needs, binds and starts consuming (waits for consume-ok).
   /// Leaves a previous subscription first. Errors: `kincir::errc::invalid_topic`, the reply code
@@ -736,6 +743,9 @@ class RabbitMQSubscriber {
   [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
 
  private:
+  void close_channel() noexcept {
+    if (core_) asio::post(connection_->core()->strand(), [core = std::move(core_)] { core->shutdown(); });
+  }
   template <class Rep, class Period>
   static std::chrono::steady_clock::time_point deadline(std::chrono::duration<Rep, Period> timeout) {
     const auto now = std::chrono::steady_clock::now();
