@@ -86,11 +86,7 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
     const std::uint64_t n = batch.size();
     const Stamp t = start();
     inner_.publish(topic, std::move(batch), ec);
-    if (ec) {
-      collector_->record_error();
-      return;
-    }
-    finish_publish(t, n);
+    published(ec, t, n);
   }
 
   void publish(std::string_view topic, std::vector<Message>&& batch) requires Publisher<inner_type> {
@@ -108,11 +104,7 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
   void publish(std::string_view topic, Message&& message, std::error_code& ec) requires Publisher<inner_type> {
     const Stamp t = start();
     inner_.publish(topic, std::move(message), ec);
-    if (ec) {
-      collector_->record_error();
-      return;
-    }
-    finish_publish(t, 1);
+    published(ec, t, 1);
   }
 
   void publish(std::string_view topic, Message&& message) requires Publisher<inner_type> {
@@ -171,11 +163,7 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
           auto recording = [collector = collector_, t, handler = std::move(handler)](std::error_code ec,
                                                                                      Message message) mutable {
             if (!ec) {
-              if (t.timed) {
-                collector->record_receive(clock::now() - t.start);
-              } else {
-                collector->count_receive();
-              }
+              record_received(*collector, t);
             } else if (ec != asio::error::operation_aborted) {
               collector->record_error();
             }
@@ -196,11 +184,7 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
     const Stamp t = start();
     const auto n = static_cast<std::uint64_t>(batch.size());
     inner_.try_publish(topic, std::move(batch), ec);
-    if (ec) {
-      collector_->record_error();
-    } else {
-      finish_publish(t, n);
-    }
+    published(ec, t, n);
   }
   void try_publish(std::string_view topic, Message&& message, std::error_code& ec) requires
       requires(inner_type& p, std::string_view s, Message&& m, std::error_code& e) {
@@ -209,11 +193,7 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
   {
     const Stamp t = start();
     inner_.try_publish(topic, std::move(message), ec);
-    if (ec) {
-      collector_->record_error();
-    } else {
-      finish_publish(t, 1);
-    }
+    published(ec, t, 1);
   }
 
   auto receive(std::error_code& ec) requires Subscriber<inner_type> {
@@ -363,11 +343,22 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
     }
   }
 
-  void finish_receive(const Stamp& t) const noexcept {
+  void finish_receive(const Stamp& t) const noexcept { record_received(*collector_, t); }
+
+  static void record_received(MetricsCollector& collector, const Stamp& t) noexcept {
     if (t.timed) {
-      collector_->record_receive(clock::now() - t.start);
+      collector.record_receive(clock::now() - t.start);
     } else {
-      collector_->count_receive();
+      collector.count_receive();
+    }
+  }
+
+  /// The end of an error-code publish: an error, or `messages` published.
+  void published(const std::error_code& ec, const Stamp& t, std::uint64_t messages) const noexcept {
+    if (ec) {
+      collector_->record_error();
+    } else {
+      finish_publish(t, messages);
     }
   }
 
