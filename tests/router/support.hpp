@@ -8,6 +8,8 @@
 #include <kincir/memory/config.hpp>
 #include <kincir/router/router.hpp>
 
+#include "support/capturing_logger.hpp"
+
 #include <chrono>       // bounded waits
 #include <cstddef>      // std::size_t
 #include <functional>   // predicates
@@ -57,55 +59,6 @@ std::vector<Message> receive_n(S& s, std::size_t n) {
   }
   return out;
 }
-
-/// Keeps every record (level, message, fields rendered as "k=v").
-class CapturingLogger final : public Logger {
- public:
-  struct Record {
-    LogLevel level;
-    std::string message;
-    std::vector<std::string> fields;
-  };
-
-  [[nodiscard]] bool enabled(LogLevel level) const noexcept override { return level >= LogLevel::debug; }
-  void write(LogLevel level, std::string_view message, std::span<const LogField> fields) noexcept override {
-    Record r{level, std::string(message), {}};
-    for (const auto& f : fields) {
-      std::string v;
-      if (const auto* s = std::get_if<std::string_view>(&f.value)) {
-        v = std::string(*s);
-      } else if (const auto* i = std::get_if<std::int64_t>(&f.value)) {
-        v = std::to_string(*i);
-      } else if (const auto* u = std::get_if<std::uint64_t>(&f.value)) {
-        v = std::to_string(*u);
-      } else if (const auto* d = std::get_if<double>(&f.value)) {
-        v = std::to_string(*d);
-      } else {
-        v = std::get<bool>(f.value) ? "true" : "false";
-      }
-      r.fields.push_back(std::string(f.key) + "=" + v);
-    }
-    const std::lock_guard lock(mutex_);
-    records_.push_back(std::move(r));
-  }
-
-  [[nodiscard]] std::vector<Record> records() const {
-    const std::lock_guard lock(mutex_);
-    return records_;
-  }
-  /// Whether some record's message contains `text`.
-  [[nodiscard]] bool saw(std::string_view text) const {
-    const std::lock_guard lock(mutex_);
-    for (const auto& r : records_) {
-      if (r.message.find(text) != std::string::npos) return true;
-    }
-    return false;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<Record> records_;
-};
 
 /// Runs `router.run()` on a thread; the destructor closes the router and joins.
 class RunningRouter {

@@ -114,6 +114,9 @@ class InMemoryBroker {
       s.redelivered += info.redelivered;
       s.dead_lettered += info.dead_lettered;
       s.queue_depth += info.queue_depth;
+      s.dropped_no_subscriber += info.dropped_no_subscriber;
+      s.publisher_waits += info.publisher_waits;
+      s.publishers_blocked += info.publishers_blocked;
       s.per_topic.push_back(std::move(info));
     }
     return s;

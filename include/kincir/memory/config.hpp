@@ -4,6 +4,7 @@
 
 #include <kincir/config.hpp>
 #include <kincir/core/error.hpp>
+#include <kincir/log.hpp>
 
 #include <chrono>        // TTL and cleanup interval
 #include <cstddef>       // std::size_t
@@ -54,6 +55,17 @@ struct BrokerConfig {
   /// dropped and counted when that is empty.
   std::uint32_t max_deliveries = 5;
   std::string dead_letter_topic;
+
+  /// Where the broker reports what would otherwise go unseen (each at `LogLevel::warn`): a
+  /// publisher waiting for room longer than `stall_report_interval` (with the subscriber holding it
+  /// back), messages dropped because their topic has no subscriber, a dead-lettered message
+  /// dropped because the dead-letter topic has no subscriber or no room. Null (the default):
+  /// nothing is logged; the same events are counted in `stats()` either way. The logger must
+  /// outlive the broker and every publisher and subscriber of it.
+  Logger* logger = nullptr;
+  /// How long a publisher may wait for room before it is reported through `logger`, and the
+  /// interval between repeated reports of the same wait or of repeated drops on one topic.
+  std::chrono::milliseconds stall_report_interval{std::chrono::seconds(2)};
 
   /// The guide's defaults (the fields above as initialised).
   [[nodiscard]] static BrokerConfig with_default_config() { return {}; }
@@ -120,6 +132,8 @@ KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec, std::string* reason
     bad = "default_ttl must be in [1 ms, 100 years] (0 allowed only with enable_ttl off)";
   else if (cleanup_interval.count() < 0 || cleanup_interval > kMaxCleanupInterval)
     bad = "cleanup_interval must be in [0, 365 days] (0: no maintenance thread)";
+  else if (stall_report_interval.count() <= 0 || stall_report_interval > kMaxCleanupInterval)
+    bad = "stall_report_interval must be in [1 ms, 365 days]";
   else if (!dead_letter_topic.empty() && !is_valid_topic(dead_letter_topic))
     bad = "dead_letter_topic must be empty or a valid topic name (1-255 bytes, no NUL)";
   if (bad == nullptr) return true;

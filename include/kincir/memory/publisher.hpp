@@ -141,8 +141,8 @@ class InMemoryPublisher {
 
       if (topic->ring.cursor_count() == 0) {
         // Nobody subscribed: the messages are dropped, as a topic without subscribers does.
-        const std::size_t n = messages.size() - taken;
-        if (config.enable_statistics) topic->counters.dropped.fetch_add(n, std::memory_order_relaxed);
+        topic->dropped_without_subscriber(messages.size() - taken, config.enable_statistics,
+                                          "published to a topic with no subscriber: dropped");
         for (auto& m : messages.subspan(taken)) Message(std::move(m));
         return messages.size();
       }

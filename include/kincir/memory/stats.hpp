@@ -34,6 +34,15 @@ struct TopicInfo {
   std::uint64_t redelivered = 0;  ///< Deliveries after a `nack` with requeue.
   std::uint64_t dead_lettered = 0;
   std::uint64_t queue_depth = 0;  ///< Messages the slowest subscriber has still to receive.
+  /// Messages published while the topic had no subscriber (part of `dropped`; counted even with
+  /// statistics off, like the two publisher counters below: they are on slow paths).
+  std::uint64_t dropped_no_subscriber = 0;
+  /// Publishes that found the topic full (`OverflowPolicy::block`) and had to wait for room.
+  std::uint64_t publisher_waits = 0;
+  /// Publishers waiting for room right now, held back by `slowest_subscriber`.
+  std::uint64_t publishers_blocked = 0;
+  /// Id of the subscriber with the largest lag (the one a full topic waits for); 0 if none.
+  std::uint64_t slowest_subscriber = 0;
   std::vector<SubscriberInfo> subscriber_info;
 };
 
@@ -48,6 +57,9 @@ struct BrokerStats {
   std::uint64_t redelivered = 0;
   std::uint64_t dead_lettered = 0;
   std::uint64_t queue_depth = 0;  ///< Sum over topics.
+  std::uint64_t dropped_no_subscriber = 0;
+  std::uint64_t publisher_waits = 0;
+  std::uint64_t publishers_blocked = 0;
   std::vector<TopicInfo> per_topic;
 };
 
@@ -62,8 +74,10 @@ struct HealthStatus {
   HealthState state = HealthState::unknown;
   std::size_t topics = 0;
   std::size_t subscribers = 0;
-  std::uint64_t max_lag = 0;  ///< Largest subscriber lag.
-  std::string worst_topic;    ///< Topic of that subscriber.
+  std::uint64_t max_lag = 0;             ///< Largest subscriber lag.
+  std::string worst_topic;               ///< Topic of that subscriber.
+  std::uint64_t worst_subscriber = 0;    ///< Id of that subscriber (see `SubscriberInfo::id`).
+  std::uint64_t publishers_blocked = 0;  ///< Publishers waiting for room, over every topic.
   std::chrono::system_clock::time_point checked_at{};
 };
 

@@ -140,12 +140,16 @@ class BrokerState {
     std::error_code ec;
     auto topic = find_topic(name, true, ec);
     if (!topic) return InternalPublish::no_target;
-    if (topic->ring.cursor_count() != 0) {
-      Envelope e{std::move(message), expires_ns};
-      if (topic->publish(&e, &e + 1, /*may_wait=*/false, config_.enable_statistics) == PublishStatus::ok)
-        return InternalPublish::published;
+    if (topic->ring.cursor_count() == 0) {
+      topic->dropped_without_subscriber(1, config_.enable_statistics,
+                                        "dead-letter topic has no subscriber: a dead-lettered message was dropped");
+      return InternalPublish::dropped;
     }
+    Envelope e{std::move(message), expires_ns};
+    if (topic->publish(&e, &e + 1, /*may_wait=*/false, config_.enable_statistics) == PublishStatus::ok)
+      return InternalPublish::published;
     if (config_.enable_statistics) topic->counters.dropped.fetch_add(1, std::memory_order_relaxed);
+    topic->dead_letter_full();
     return InternalPublish::dropped;
   }
 
@@ -158,9 +162,11 @@ class BrokerState {
     for (const auto& topic : topics) {
       const TopicInfo info = topic->info(false);
       h.subscribers += info.subscribers;
+      h.publishers_blocked += info.publishers_blocked;
       if (h.worst_topic.empty() || info.queue_depth > h.max_lag) {
         h.max_lag = info.queue_depth;
         h.worst_topic = info.name;
+        h.worst_subscriber = info.slowest_subscriber;
       }
       worst = std::max(worst, static_cast<double>(info.queue_depth) / static_cast<double>(topic->ring.capacity()));
     }

@@ -4,6 +4,7 @@
 
 #include <kincir/config.hpp>
 #include <kincir/core/message.hpp>
+#include <kincir/log.hpp>
 #include <kincir/memory/config.hpp>
 #include <kincir/memory/detail/wait.hpp>
 #include <kincir/memory/ring.hpp>
@@ -37,6 +38,10 @@ struct Envelope {
   Message message;
   std::int64_t expires_ns = 0;
 };
+
+/// The ring prefetches what handing out and destroying an envelope will touch (its payload's
+/// owner) a few slots ahead of its readers.
+inline void ring_prefetch(const Envelope& e) noexcept { e.message.payload.prefetch(); }
 
 using Ring = BroadcastRing<Envelope>;
 
@@ -197,6 +202,10 @@ struct TopicCounters {
   std::atomic<std::uint64_t> redelivered{0};
   std::atomic<std::uint64_t> dead_lettered{0};
   std::atomic<std::uint64_t> delivered_by_departed{0};  ///< Deliveries of subscribers that left.
+  // Kept whether or not statistics are enabled: they count slow paths only.
+  std::atomic<std::uint64_t> dropped_no_subscriber{0};
+  std::atomic<std::uint64_t> publisher_waits{0};
+  std::atomic<std::uint64_t> publishers_blocked{0};
 };
 
 inline RingOptions ring_options(const BrokerConfig& config) {
@@ -214,7 +223,11 @@ inline RingOptions ring_options(const BrokerConfig& config) {
 
 class Topic {
  public:
-  Topic(std::string topic_name, const BrokerConfig& config) : name(std::move(topic_name)), ring(ring_options(config)) {}
+  Topic(std::string topic_name, const BrokerConfig& config)
+      : name(std::move(topic_name)),
+        ring(ring_options(config)),
+        logger_(config.logger),
+        report_interval_(config.stall_report_interval) {}
 
   const std::string name;
   Ring ring;
@@ -229,14 +242,55 @@ class Topic {
 
   /// Writes envelopes to the ring, then does what every publish does after: counts them (when
   /// `count`) and wakes asynchronous receivers. `may_wait` false: never waits for room.
+  /// At most `ring.capacity()` envelopes at a time (a timed-out larger batch could be partly
+  /// published).
   template <class It>
   PublishStatus publish(It first, It last, bool may_wait, bool count) {
-    const PublishStatus status =
-        may_wait ? ring.publish(first, last) : ring.publish_until(first, last, std::chrono::steady_clock::now());
+    // A deadline in the past: the ring's wait strategy spins briefly, then gives up without
+    // reading the clock on the way in (a publish that finds room never reads it).
+    PublishStatus status = ring.publish_until(first, last, WaitClock::time_point{});
+    if (status == PublishStatus::timeout && may_wait) [[unlikely]]
+      status = publish_waiting(first, last);
     if (status != PublishStatus::ok) return status;
     if (count) counters.published.fetch_add(static_cast<std::uint64_t>(last - first), std::memory_order_relaxed);
     notify_async_if_waiting();
     return status;
+  }
+
+  /// Counts messages dropped because nobody subscribed to the topic, and reports them through the
+  /// logger at most once per report interval. `what` says where they came from.
+  void dropped_without_subscriber(std::uint64_t n, bool count, std::string_view what) noexcept {
+    if (count) counters.dropped.fetch_add(n, std::memory_order_relaxed);
+    const std::uint64_t total = counters.dropped_no_subscriber.fetch_add(n, std::memory_order_relaxed) + n;
+    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due()) return;
+    logger_->log(LogLevel::warn, what,
+                 {{"topic", std::string_view(name)}, {"dropped", n}, {"dropped_no_subscriber_total", total}});
+  }
+
+  /// Reports a dead-lettered message dropped because this (dead-letter) topic was full.
+  void dead_letter_full() noexcept {
+    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due()) return;
+    logger_->log(LogLevel::warn, "dead-letter topic full: a dead-lettered message was dropped",
+                 {{"topic", std::string_view(name)}, {"capacity", ring.capacity()}});
+  }
+
+  /// The subscriber with the largest lag: its id, group and lag (id 0 if there is none).
+  struct Slowest {
+    std::uint64_t id = 0;
+    std::string group;
+    std::uint64_t lag = 0;
+  };
+  [[nodiscard]] Slowest slowest() const {
+    Slowest s;
+    const std::lock_guard lock(mutex);
+    for (const auto* e : entries) {
+      const std::uint64_t lag = e->lag();
+      if (s.id != 0 && lag <= s.lag) continue;
+      s.id = e->id;
+      s.lag = lag;
+      s.group = e->group != nullptr ? e->group->name : std::string();
+    }
+    return s;
   }
 
   /// Asynchronous receivers waiting for this topic.
@@ -291,6 +345,9 @@ class Topic {
     info.expired = counters.expired.load(std::memory_order_relaxed);
     info.redelivered = counters.redelivered.load(std::memory_order_relaxed);
     info.dead_lettered = counters.dead_lettered.load(std::memory_order_relaxed);
+    info.dropped_no_subscriber = counters.dropped_no_subscriber.load(std::memory_order_relaxed);
+    info.publisher_waits = counters.publisher_waits.load(std::memory_order_relaxed);
+    info.publishers_blocked = counters.publishers_blocked.load(std::memory_order_relaxed);
     info.delivered = counters.delivered_by_departed.load(std::memory_order_relaxed);
     const std::lock_guard lock(mutex);
     info.subscribers = entries.size();
@@ -310,13 +367,60 @@ class Topic {
         info.dropped += s.lost;
         if (e->group != nullptr) counted_groups.push_back(e->group);
       }
-      info.queue_depth = std::max(info.queue_depth, s.lag);
+      if (info.slowest_subscriber == 0 || s.lag > info.queue_depth) {
+        info.slowest_subscriber = s.id;
+        info.queue_depth = s.lag;
+      }
       if (with_subscribers) info.subscriber_info.push_back(std::move(s));
     }
     return info;
   }
 
  private:
+  /// The slow path of `publish`: the topic is full. Counts the wait, and reports it through the
+  /// logger every report interval while it lasts, naming the subscriber holding it back.
+  template <class It>
+  KINCIR_COLD PublishStatus publish_waiting(It first, It last) {
+    counters.publisher_waits.fetch_add(1, std::memory_order_relaxed);
+    counters.publishers_blocked.fetch_add(1, std::memory_order_relaxed);
+    const auto started = WaitClock::now();
+    PublishStatus status = PublishStatus::timeout;
+    while (status == PublishStatus::timeout) {
+      const bool report = logger_ != nullptr && logger_->enabled(LogLevel::warn);
+      status =
+          report ? ring.publish_until(first, last, WaitClock::now() + report_interval_) : ring.publish(first, last);
+      if (status == PublishStatus::timeout) report_stall(WaitClock::now() - started);
+    }
+    counters.publishers_blocked.fetch_sub(1, std::memory_order_relaxed);
+    return status;
+  }
+
+  KINCIR_COLD void report_stall(WaitClock::duration waited) const {
+    const Slowest s = slowest();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(waited).count();
+    logger_->log(LogLevel::warn, "publisher waiting for room: the topic is full",
+                 {{"topic", std::string_view(name)},
+                  {"waited_ms", ms},
+                  {"slowest_subscriber", s.id},
+                  {"group", std::string_view(s.group)},
+                  {"lag", s.lag},
+                  {"capacity", ring.capacity()},
+                  {"publishers_blocked", counters.publishers_blocked.load(std::memory_order_relaxed)}});
+  }
+
+  /// True at most once per report interval (for reports that may repeat at message rate).
+  bool report_due() noexcept {
+    const std::int64_t now = steady_now_ns();
+    const std::int64_t interval = std::chrono::duration_cast<std::chrono::nanoseconds>(report_interval_).count();
+    std::int64_t last = last_report_ns_.load(std::memory_order_relaxed);
+    if (last != 0 && now - last < interval) return false;
+    return last_report_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed);
+  }
+
+  Logger* const logger_;
+  const std::chrono::milliseconds report_interval_;
+  std::atomic<std::int64_t> last_report_ns_{0};
+
   std::mutex waiters_mutex_;
   std::vector<std::shared_ptr<AsyncWaiter>> waiters_;
   std::atomic<std::size_t> async_waiters_{0};

@@ -1,0 +1,178 @@
+// What the broker makes visible about waits and losses a user would otherwise not see: messages
+// dropped for want of a subscriber, publishers held back by a slow subscriber (and which one),
+// dead-lettered messages dropped because the dead-letter topic has no subscriber. Each is counted
+// in `stats()` and reported through `BrokerConfig::logger`.
+
+#include <kincir/memory/broker.hpp>
+#include <kincir/memory/publisher.hpp>
+#include <kincir/memory/subscriber.hpp>
+
+#include <chrono>        // report intervals, bounded waits
+#include <cstdint>       // ids
+#include <string>        // field values
+#include <system_error>  // validation
+#include <thread>        // the blocked publisher
+
+#include "memory/broker_test_support.hpp"
+#include "support/capturing_logger.hpp"
+#include "support/catch.hpp"
+
+using kincir::memory::BrokerConfig;
+using kincir::memory::InMemoryAckSubscriber;
+using kincir::memory::InMemoryBroker;
+using kincir::memory::InMemoryPublisher;
+using kincir::memory::InMemorySubscriber;
+using kincir::memory::TopicInfo;
+using kincir::test::CapturingLogger;
+using kincir::test::numbered;
+using kincir::test::quiet_config;
+using namespace std::chrono_literals;
+
+namespace {
+
+TopicInfo topic_info(const InMemoryBroker& broker, const std::string& name) {
+  for (const auto& t : broker.stats().per_topic) {
+    if (t.name == name) return t;
+  }
+  FAIL("no topic " << name);
+  return {};
+}
+
+/// Polls `done` for up to ten seconds.
+template <class F>
+bool eventually(F done) {
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("messages published before anyone subscribed are counted and reported once per interval",
+          "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.stall_report_interval = std::chrono::hours(1);
+  InMemoryBroker broker(config);
+  InMemoryPublisher publisher(broker);
+
+  publisher.publish("orders", numbered(3));
+  publisher.publish("orders", numbered(2));
+
+  const TopicInfo info = topic_info(broker, "orders");
+  CHECK(info.dropped_no_subscriber == 5);
+  CHECK(info.dropped == 5);
+  CHECK(broker.stats().dropped_no_subscriber == 5);
+  const auto records = log.matching("no subscriber");
+  REQUIRE(records.size() == 1);  // the second drop falls within the report interval
+  CHECK(records[0].level == kincir::LogLevel::warn);
+  CHECK(records[0].has("topic=orders"));
+  CHECK(records[0].has("dropped=3"));
+
+  // Once someone subscribes, nothing more is dropped or reported.
+  InMemorySubscriber subscriber(broker);
+  subscriber.subscribe("orders");
+  publisher.publish("orders", numbered(1));
+  CHECK(topic_info(broker, "orders").dropped_no_subscriber == 5);
+  CHECK(subscriber.receive_for(1s).has_value());
+}
+
+TEST_CASE("without a logger the drops are still counted, also with statistics off", "[broker][visibility]") {
+  BrokerConfig config = quiet_config();
+  config.enable_statistics = false;
+  InMemoryBroker broker(config);
+  InMemoryPublisher publisher(broker);
+  publisher.publish("t", numbered(4));
+  const TopicInfo info = topic_info(broker, "t");
+  CHECK(info.dropped_no_subscriber == 4);
+  CHECK(info.dropped == 0);  // the statistics counters are off
+}
+
+TEST_CASE("a publisher waiting on a full topic is counted and reported with the subscriber holding it back",
+          "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.max_queue_size = 4;
+  config.stall_report_interval = 20ms;
+  InMemoryBroker broker(config);
+  InMemorySubscriber fast(broker);
+  InMemorySubscriber idle(broker);
+  fast.subscribe("jobs");
+  idle.subscribe("jobs");
+  InMemoryPublisher publisher(broker);
+
+  std::thread producer([&] { publisher.publish("jobs", numbered(10)); });
+  // The fast subscriber keeps up; the idle one holds the topic full.
+  for (int i = 0; i < 4; ++i) REQUIRE(fast.receive_for(5s).has_value());
+
+  REQUIRE(eventually([&] { return topic_info(broker, "jobs").publishers_blocked == 1; }));
+  REQUIRE(eventually([&] { return !log.matching("publisher waiting").empty(); }));
+
+  const TopicInfo info = topic_info(broker, "jobs");
+  std::uint64_t idle_id = 0;
+  for (const auto& s : info.subscriber_info) {
+    if (s.lag == 4) idle_id = s.id;
+  }
+  REQUIRE(idle_id != 0);
+  CHECK(info.slowest_subscriber == idle_id);
+  CHECK(info.publisher_waits >= 1);
+  const auto health = broker.check_health();
+  CHECK(health.publishers_blocked == 1);
+  CHECK(health.worst_subscriber == idle_id);
+  CHECK(health.worst_topic == "jobs");
+
+  const auto report = log.matching("publisher waiting").front();
+  CHECK(report.level == kincir::LogLevel::warn);
+  CHECK(report.has("topic=jobs"));
+  CHECK(report.has("slowest_subscriber=" + std::to_string(idle_id)));
+  CHECK(report.has("capacity=4"));
+
+  // The publish completes once the idle subscriber reads; nothing is lost.
+  int received = 0;
+  while (received < 10) {
+    if (!idle.receive_for(5s)) break;
+    ++received;
+    if (received <= 6) (void)fast.receive_for(5s);
+  }
+  producer.join();
+  CHECK(received == 10);
+  CHECK(topic_info(broker, "jobs").publishers_blocked == 0);
+}
+
+TEST_CASE("a dead-lettered message dropped for want of a dead-letter subscriber is counted and reported",
+          "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.max_deliveries = 1;
+  config.dead_letter_topic = "dead";
+  InMemoryBroker broker(config);
+  InMemoryAckSubscriber subscriber(broker);
+  subscriber.subscribe("work");
+  InMemoryPublisher publisher(broker);
+  publisher.publish("work", kincir::test::text("poison"));
+
+  auto [message, handle] = subscriber.receive_with_ack();
+  subscriber.nack(handle, true);  // past max_deliveries: dead-lettered
+
+  CHECK(topic_info(broker, "dead").dropped_no_subscriber == 1);
+  const auto records = log.matching("dead-letter topic has no subscriber");
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].has("topic=dead"));
+}
+
+TEST_CASE("stall_report_interval is validated", "[broker][visibility][config]") {
+  BrokerConfig config;
+  config.stall_report_interval = 0ms;
+  std::error_code ec;
+  std::string reason;
+  CHECK_FALSE(config.validate(ec, &reason));
+  CHECK(ec == kincir::errc::invalid_argument);
+  CHECK(reason.find("stall_report_interval") != std::string::npos);
+  CHECK_THROWS(InMemoryBroker(config));
+}
