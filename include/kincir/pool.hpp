@@ -37,7 +37,8 @@ inline ThreadCache& thread_cache() {
 
 }  // namespace detail::pool
 
-/// A bounded pool of message shells: the guide's `get_message(payload)` / `return_message(message)`.
+/// A bounded pool of message shells with `get_message(payload)` / `return_message(message)`, as in
+/// the Rust kincir crate's performance guide.
 ///
 /// `get_message` returns a message with a fresh id, the given payload and empty metadata whose
 /// storage (the entry vector's capacity) comes from a returned message; `return_message` drops

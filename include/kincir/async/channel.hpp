@@ -94,7 +94,8 @@ class ReceiveOp final : public PendingReceive {
 
 }  // namespace detail::channel
 
-/// A bounded channel of messages: the guide's producer/consumer `AsyncMessageProcessor`.
+/// A bounded channel of messages: the producer/consumer `AsyncMessageProcessor` of the Rust kincir
+/// crate's performance guide.
 ///
 /// Producers `send_message` (waits while the channel holds `buffer_size` messages), `try_send`
 /// (never waits) or `async_send`; consumers `receive`, `try_receive`, `async_receive`, or run

@@ -1,7 +1,8 @@
 /// @file
-/// `kincir::MetricsCollector`: the performance guide's collector (`record_publish`,
-/// `record_receive`, `record_error`, `get_metrics`, `print_summary`) made cheap enough to leave
-/// on: per-thread shards, no lock and no shared cache line on the recording path.
+/// `kincir::MetricsCollector`: the collector of the Rust kincir crate's performance guide
+/// (`record_publish`, `record_receive`, `record_error`, `get_metrics`, `print_summary`) made
+/// cheap enough to leave on: per-thread shards, no lock and no shared cache line on the
+/// recording path.
 #pragma once
 
 #include <kincir/config.hpp>

@@ -1,6 +1,6 @@
 /// @file
-/// `kincir::PerformanceMetrics`: a snapshot of a `MetricsCollector`, with the performance
-/// guide's fields and methods (`publish_throughput`, `receive_throughput`,
+/// `kincir::PerformanceMetrics`: a snapshot of a `MetricsCollector`, with the fields and methods
+/// of the Rust kincir crate's performance guide (`publish_throughput`, `receive_throughput`,
 /// `overall_throughput`, `error_rate`, `print_summary`), latency percentiles, named metrics and
 /// observed broker statistics. Formats through {fmt}.
 #pragma once
@@ -38,6 +38,8 @@ struct BrokerStatsSample {
 /// measured or no operation gives 0.0). One difference: `overall_throughput` divides by the
 /// time from `start_time` to `snapshot_time`, the moment the snapshot was taken, rather than to
 /// "now", so a snapshot's numbers do not drift while it is kept.
+///
+/// `fmt::format("{}", metrics)` gives the multi-line text of `print_summary`.
 struct PerformanceMetrics {
   using clock = std::chrono::steady_clock;
 
@@ -100,7 +102,7 @@ struct PerformanceMetrics {
     return operations == 0 ? 0.0 : static_cast<double>(error_count) / static_cast<double>(operations);
   }
 
-  /// Prints the guide's summary plus latency percentiles (see the fmt::formatter) to `out`.
+  /// Prints the guide's summary plus latency percentiles to `out`, as `fmt::format("{}", m)` does.
   void print_summary(std::FILE* out = stdout) const;
 
  private:
@@ -165,7 +167,9 @@ KINCIR_DECL void PerformanceMetrics::print_summary(std::FILE* out) const {
 
 }  // namespace kincir
 
-/// `fmt::format("{}", metrics)` gives the multi-line text of `print_summary`.
+/// @cond
+// `fmt::format("{}", metrics)` gives the multi-line text of `print_summary` (documented with
+// PerformanceMetrics: Doxygen cannot place a specialisation of {fmt}'s template).
 template <>
 struct fmt::formatter<kincir::PerformanceMetrics> : fmt::formatter<fmt::string_view> {
   template <class FormatContext>
@@ -174,3 +178,4 @@ struct fmt::formatter<kincir::PerformanceMetrics> : fmt::formatter<fmt::string_v
     return fmt::formatter<fmt::string_view>::format(fmt::string_view(text), ctx);
   }
 };
+/// @endcond
