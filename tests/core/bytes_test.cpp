@@ -155,3 +155,38 @@ TEST_CASE("Bytes shared across threads is freed exactly once", "[bytes][concurre
   // Every allocation made above (the buffer, thread state) has been freed again.
   CHECK(after.allocations - before.allocations == after.deallocations - before.deallocations);
 }
+
+TEST_CASE("The last owner frees, whichever thread drops its copy last", "[bytes][concurrency]") {
+  // A sole owner releases without a read-modify-write; when copies are dropped concurrently, the
+  // counting path must still free exactly once (a double or missing free shows in the counts, and
+  // under the sanitizers).
+  const auto before = kincir::test::global_alloc_counts();
+  for (int round = 0; round < 200; ++round) {
+    Bytes original(std::vector<std::uint8_t>(1024, 3));
+    Bytes first = original;   // NOLINT(performance-unnecessary-copy-initialization): the copy is the test
+    Bytes second = original;  // NOLINT(performance-unnecessary-copy-initialization): the copy is the test
+    std::thread a([b = std::move(first)]() mutable { b = Bytes(); });
+    std::thread b([b = std::move(second)]() mutable { b = Bytes(); });
+    original = Bytes();
+    a.join();
+    b.join();
+  }
+  const auto after = kincir::test::global_alloc_counts();
+  CHECK(after.allocations - before.allocations == after.deallocations - before.deallocations);
+}
+
+TEST_CASE("prefetch changes nothing", "[bytes]") {
+  const Bytes none;
+  const Bytes fixed = Bytes::from_static(std::string_view("static"));
+  const Bytes owned(std::vector<std::uint8_t>(512, 9));
+  const Bytes piece = owned.slice(100, 10);
+  none.prefetch();
+  fixed.prefetch();
+  owned.prefetch();
+  piece.prefetch();
+  CHECK(none.empty());
+  CHECK(fixed.view() == "static");
+  CHECK(owned.use_count() == 2);
+  CHECK(piece.size() == 10);
+  CHECK(piece[0] == 9);
+}

@@ -4,16 +4,19 @@
 
 #include "support/catch.hpp"
 
-#include <chrono>     // deadlines
-#include <cstdint>    // std::uint64_t
-#include <future>     // std::async (bounded waits on a blocked thread)
-#include <iterator>   // std::back_inserter
-#include <numeric>    // std::iota
-#include <optional>   // rings built inside a test
-#include <stdexcept>  // a throwing handler
-#include <string>     // a counted element type
-#include <thread>     // waiters and wakers
-#include <vector>     // batches
+#include <atomic>       // prefetch hints
+#include <chrono>       // deadlines
+#include <cstdint>      // std::uint64_t
+#include <future>       // std::async (bounded waits on a blocked thread)
+#include <iterator>     // std::back_inserter
+#include <numeric>      // std::iota
+#include <optional>     // rings built inside a test
+#include <stdexcept>    // a throwing handler
+#include <string>       // a counted element type
+#include <thread>       // waiters and wakers
+#include <type_traits>  // std::is_rvalue_reference_v
+#include <utility>      // std::forward
+#include <vector>       // batches
 
 #include <kincir/core/message.hpp>
 
@@ -68,6 +71,20 @@ std::vector<std::uint64_t> drain_tracked(Cursor& c) {
   while (c.try_read(t)) out.push_back(t.value);
   return out;
 }
+
+/// An element that asks readers for prefetch hints (see `detail::RingPrefetchable`); every hint
+/// checks that it is given a live element.
+struct Hinted {
+  Tracked tracked;
+  explicit Hinted(std::uint64_t v) noexcept : tracked(v) {}
+};
+std::atomic<long> hints{0};
+void ring_prefetch(const Hinted& h) noexcept {
+  Tracked::check(h.tracked);
+  hints.fetch_add(1, std::memory_order_relaxed);
+}
+static_assert(kincir::memory::detail::RingPrefetchable<Hinted>);
+static_assert(!kincir::memory::detail::RingPrefetchable<Tracked>);
 
 }  // namespace
 
@@ -140,6 +157,77 @@ TEST_CASE("Every cursor sees every element published after it joined, in order",
   std::uint64_t v = 0;
   CHECK_FALSE(early.try_read(v));
   CHECK(early.lost() == 0);
+}
+
+TEST_CASE("consume hands elements over in place: the last reader may move them", "[ring]") {
+  Tracked::reset_counts();
+  {
+    BroadcastRing<Tracked> ring(small());
+    auto a = ring.add_cursor();
+    auto g = ring.add_group_cursor();
+    {
+      auto batch = tracked(0, 6);
+      REQUIRE(ring.publish(batch.begin(), batch.end()) == PublishStatus::ok);
+    }
+    std::vector<std::uint64_t> seen;
+    std::vector<std::uint64_t> moved;
+    auto take = [&](auto&& t) {
+      if constexpr (std::is_rvalue_reference_v<decltype(t)>) {
+        const Tracked mine = std::forward<decltype(t)>(t);  // the last reader owns it
+        moved.push_back(mine.value);
+      } else {
+        seen.push_back(t.value);
+      }
+    };
+    CHECK(a.consume(100, take) == 6);  // g still has to read them: a sees them in place
+    CHECK(g.consume(4, take) == 4);    // the last share: moved out
+    CHECK(g.consume(100, take) == 2);
+    CHECK(g.consume(100, take) == 0);
+    CHECK(seen == iota(0, 6));
+    CHECK(moved == iota(0, 6));
+    CHECK(Tracked::copies == 0);
+    CHECK(Tracked::live == 0);  // the ring destroyed each slot after handing it over
+  }
+  CHECK(Tracked::errors == 0);
+}
+
+TEST_CASE("Readers prefetch ahead only elements they may look at", "[ring]") {
+  const auto mode = GENERATE(ProducerMode::multi, ProducerMode::single);
+  Tracked::reset_counts();
+  hints.store(0);
+  {
+    RingOptions o;
+    o.capacity = 1024;
+    o.block_size = 64;
+    o.producer_mode = mode;
+    BroadcastRing<Hinted> ring(o);
+    auto a = ring.add_cursor();
+    auto g = ring.add_group_cursor();
+    auto publish = [&](std::uint64_t from, std::size_t n) {
+      std::vector<Hinted> batch;
+      batch.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) batch.emplace_back(from + i);
+      REQUIRE(ring.publish(batch.begin(), batch.end()) == PublishStatus::ok);
+    };
+    publish(0, 300);
+    auto late = ring.add_cursor();  // joins after: nothing of the first batch is counted for it
+    publish(300, 300);
+    std::uint64_t expected = 0;
+    while (a.consume(50, [&](const Hinted& h) { CHECK(h.tracked.value == expected++); }) != 0) {
+    }
+    CHECK(expected == 600);
+    std::uint64_t group_seen = 0;
+    while (g.poll(37, [&](const Hinted&) { ++group_seen; }) != 0) {
+    }
+    CHECK(group_seen == 600);
+    std::vector<std::uint64_t> late_seen;
+    while (late.consume(1, [&](const Hinted& h) { late_seen.push_back(h.tracked.value); }) != 0) {
+    }
+    CHECK(late_seen == iota(300, 300));
+    CHECK(hints.load() > 0);
+    CHECK(Tracked::live == 0);
+  }
+  CHECK(Tracked::errors == 0);
 }
 
 TEST_CASE("read_batch and poll read many elements at once", "[ring]") {

@@ -177,6 +177,20 @@ class Bytes {
     return control_ != nullptr ? control_->refs.load(std::memory_order_relaxed) : 0;
   }
 
+  /// A hint for code about to drop (or read) many payloads in a row, such as a queue handing out
+  /// messages: brings the shared owner's count, and the front of the buffer where allocators keep
+  /// their header, into the cache, so the release a few messages later does not wait for memory.
+  /// Changes nothing; costs two prefetch instructions, or nothing for static and empty data.
+  void prefetch() const noexcept {
+    if (control_ == nullptr) return;
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(control_, 1);  // the count is written by the release
+    // The allocator's header of an adopted buffer sits just before it (integer arithmetic: the
+    // address may lie outside the buffer, and a prefetch never faults).
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(data_) - 16), 1);
+#endif
+  }
+
   friend bool operator==(const Bytes& a, const Bytes& b) noexcept {
     return a.size_ == b.size_ && (a.data_ == b.data_ || std::equal(a.begin(), a.end(), b.begin()));
   }
@@ -201,8 +215,14 @@ class Bytes {
   }
 
   void release() noexcept {
-    // acq_rel: the last owner must see every other owner's reads finished before it frees.
-    if (control_ != nullptr && control_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) control_->destroy(control_);
+    if (control_ == nullptr) return;
+    // A sole owner frees without a read-modify-write: holding the only reference, nobody else can
+    // take or drop one meanwhile. The acquire load pairs with the release half of the other
+    // owners' fetch_sub, so their reads of the buffer happen before the free.
+    // Otherwise acq_rel: the last owner must see every other owner's reads finished before it frees.
+    if (control_->refs.load(std::memory_order_acquire) == 1 ||
+        control_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      control_->destroy(control_);
   }
 
   const std::uint8_t* data_ = nullptr;

@@ -366,6 +366,28 @@ class BroadcastRing {
     }
   }
 
+  /// How far ahead of the element they deliver readers prefetch (see `detail::RingPrefetchable`).
+  static constexpr std::uint64_t kPrefetchAhead = 8;
+
+  /// A reader at `slot` (sequence `seq`, in a run of one block that ends before `run_end`) hints the
+  /// element `kPrefetchAhead` slots on. Only an element that is published and counted for this
+  /// reader is looked at: it stays alive until this reader gives up its share, and meanwhile other
+  /// readers only copy it, so reading it races with nothing.
+  static void prefetch_ahead(Slot* slot, std::uint64_t seq, std::uint64_t run_end, std::uint32_t join) noexcept {
+    if constexpr (detail::RingPrefetchable<T>) {
+      if (seq + kPrefetchAhead >= run_end) return;
+      Slot& ahead = slot[kPrefetchAhead];
+      // acquire: pairs with the producer's release store of `seq`, which publishes the element.
+      if (ahead.seq.load(std::memory_order_acquire) != seq + kPrefetchAhead + 1 || !counted_for(ahead, join)) return;
+      ring_prefetch(std::as_const(ahead.value()));
+    } else {
+      (void)slot;
+      (void)seq;
+      (void)run_end;
+      (void)join;
+    }
+  }
+
   static void backoff(std::uint32_t attempt) noexcept {
     if (attempt < 64) {
       detail::cpu_relax();
@@ -503,7 +525,9 @@ class BroadcastRing {
       LineAlloc a(alloc_);
       detail::CacheLine* lines = LineTraits::allocate(a, lines_per_block_);
       auto* bytes = reinterpret_cast<std::byte*>(lines);
-      for (std::size_t i = 0; i < block_size_; ++i) ::new (static_cast<void*>(bytes + i * sizeof(Slot))) Slot();
+      // Default-initialised, not value-initialised: the header (`seq` 0: nothing published) is
+      // set, the element storage is left alone (zeroing it doubled the writes of a fresh block).
+      for (std::size_t i = 0; i < block_size_; ++i) ::new (static_cast<void*>(bytes + i * sizeof(Slot))) Slot;
       allocated_blocks_.fetch_add(1, std::memory_order_relaxed);
       return std::launder(reinterpret_cast<Slot*>(bytes));
     } catch (...) {
@@ -1501,6 +1525,7 @@ class BroadcastRing {
             break;
           }
           if (counted_for(*slot, r.join)) {
+            prefetch_ahead(slot, pos, run_end, r.join);
             on_element(*slot);
             ++delivered;
           }
@@ -1633,6 +1658,7 @@ class BroadcastRing {
       for (; s < end; ++s) {
         Slot* slot = find_slot(s, block_number, block);
         if (!counted_for(*slot, join)) continue;
+        prefetch_ahead(slot, s, std::min(end, (s | block_mask_) + 1), join);
         on_element(*slot);
         ++delivered;
       }
@@ -1809,6 +1835,16 @@ class BroadcastRing<T, Allocator>::Cursor {
     return read(max, sink);
   }
 
+  /// Hands up to `max` available elements to `fn` in place: `fn(T&&)` when this cursor is the
+  /// element's last reader (`fn` may move from it), `fn(const T&)` otherwise; the ring destroys the
+  /// element afterwards, as `read_batch` does. One move from the slot to wherever `fn` puts it,
+  /// without an intermediate buffer. Returns how many; advances once. If `fn` throws, the element
+  /// it threw on counts as read (it is not released: see `read_batch`).
+  template <class Fn>
+  std::size_t consume(std::size_t max, Fn&& fn) {
+    return read(max, fn);
+  }
+
   /// Calls `fn(const T&)` on up to `max` available elements in place, without copying them, and
   /// advances once. If `fn` throws, the element it threw on counts as read.
   template <class Fn>
@@ -1923,6 +1959,13 @@ class BroadcastRing<T, Allocator>::GroupCursor {
       ++out;
     };
     return read(max, sink);
+  }
+
+  /// As `Cursor::consume`: `fn(T&&)` for the group's last share of an element, `fn(const T&)`
+  /// otherwise, on up to `max` claimed elements. If `fn` throws, as `read_batch`.
+  template <class Fn>
+  std::size_t consume(std::size_t max, Fn&& fn) {
+    return read(max, fn);
   }
 
   /// Claims up to `max` elements and calls `fn(const T&)` on each in place. If `fn` throws, that

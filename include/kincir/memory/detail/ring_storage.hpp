@@ -16,6 +16,16 @@ namespace kincir::memory::detail {
 /// "No sequence": a free claim announcement, or "no cursor at all" as a minimum.
 inline constexpr std::uint64_t kNoSequence = std::numeric_limits<std::uint64_t>::max();
 
+/// An element type may declare `void ring_prefetch(const T&) noexcept`, found by argument-dependent
+/// lookup: readers call it on the element a few slots ahead of the one they deliver, so what the
+/// element's destruction (or copy) will touch — a payload's reference count, its allocator header —
+/// is already in the cache when they get there. A hint only; nothing depends on it.
+template <class T>
+concept RingPrefetchable = requires(const T& t) {
+  { ring_prefetch(t) }
+  noexcept;
+};
+
 /// One element. The producer constructs the element, then release-stores `seq = s + 1`: sequence
 /// `s` is published in this slot. Used when `T` is trivially copyable and destructible: nothing
 /// has to be destroyed, so readers just copy.

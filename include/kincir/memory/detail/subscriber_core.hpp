@@ -44,7 +44,8 @@ class SubscriberCore final : public Wakeable {
  public:
   using clock = std::chrono::steady_clock;
 
-  /// Messages an independent subscriber (or an unordered group member) takes from the ring at once.
+  /// Messages an unordered group member takes from the ring at once (independent subscribers and
+  /// ordered groups take one at a time, straight into the caller's message).
   static constexpr std::size_t kReadAhead = 64;
   /// How often a waiting group member or ack-mode subscriber looks for requeued deliveries.
   static constexpr std::chrono::milliseconds kRequeuePoll{2};
@@ -179,18 +180,24 @@ class SubscriberCore final : public Wakeable {
         if (expired(out.expires_ns, now)) continue;
         return deliver(out);
       }
-      if (group_ && config_.enable_message_ordering) {
-        // Ordered groups take one message at a time, so members consume in publication order.
-        Envelope e;
-        if (group_->cursor.try_read(e)) {
-          out = Requeued{std::move(e.message), e.expires_ns, 0};
+      if (group_ == nullptr || config_.enable_message_ordering) {
+        // Straight from the ring slot into `out` (one move; the slot is destroyed by the ring): an
+        // independent subscriber stores its cursor per message, which costs a plain store on a
+        // line of its own; an ordered group takes one message at a time, so members consume in
+        // publication order.
+        auto take = [&out](auto&& e) {
+          out.message = std::forward<decltype(e)>(e).message;  // moved when this is the last reader
+          out.expires_ns = e.expires_ns;
+          out.deliveries = 0;
+        };
+        if ((group_ ? group_->cursor.consume(1, take) : cursor_->consume(1, take)) != 0) {
           if (expired(out.expires_ns, now)) continue;
           return deliver(out);
         }
       } else {
-        const std::size_t n = group_ ? group_->cursor.read_batch(std::back_inserter(buffer_), kReadAhead)
-                                     : cursor_->read_batch(std::back_inserter(buffer_), kReadAhead);
-        if (n != 0) continue;
+        // Unordered group members read ahead: a claim on the shared cursor costs three atomic
+        // operations, so they are paid once per batch.
+        if (group_->cursor.read_batch(std::back_inserter(buffer_), kReadAhead) != 0) continue;
       }
       // Nothing now: a closed ring that is drained for this cursor ends the subscription.
       if (topic_->ring.closed() && wait_until(clock::now()) == WaitStatus::closed && requeued.empty()) {
