@@ -22,15 +22,9 @@ using namespace std::chrono_literals;
 using kincir::AsyncMessageProcessor;
 using kincir::Message;
 using kincir::test::text_message;
+using kincir::test::numbered;
 
 namespace {
-
-std::vector<Message> numbered(int count) {
-  std::vector<Message> out;
-  out.reserve(static_cast<std::size_t>(count));
-  for (int i = 0; i < count; ++i) out.push_back(text_message(std::to_string(i)));
-  return out;
-}
 
 /// Tracks calls in flight and the most ever seen at once.
 struct InFlight {
@@ -258,6 +252,18 @@ TEST_CASE("process_messages_parallel reports the first error after started work 
                                                         if (m.payload.view() == "5") throw std::out_of_range("5");
                                                       }),
                     std::out_of_range);
+  }
+  SECTION("the error-code overload reports another exception as handler_exception and keeps it") {
+    std::error_code thrown;
+    auto failed = kincir::process_messages_parallel(
+        numbered(20), 4,
+        [](Message&& m) {
+          if (m.payload.view() == "5") throw std::out_of_range("5");
+        },
+        thrown);
+    CHECK(thrown == kincir::errc::handler_exception);
+    CHECK(failed.failed == 1);
+    CHECK_THROWS_AS(std::rethrow_exception(failed.exception), std::out_of_range);
   }
   SECTION("and kincir::Error for a returned error") {
     CHECK_THROWS_AS(kincir::process_messages_parallel(

@@ -29,6 +29,7 @@ using kincir::Message;
 using kincir::memory::InMemoryBroker;
 using kincir::memory::InMemoryPublisher;
 using kincir::test::text_message;
+using kincir::test::payloads_of;
 
 namespace {
 
@@ -41,12 +42,6 @@ void publish_numbered(const std::shared_ptr<InMemoryBroker>& broker, int count, 
   std::vector<Message> batch;
   for (int i = 0; i < count; ++i) batch.push_back(text_message(std::to_string(i)));
   publisher.publish(topic, std::move(batch));
-}
-
-std::vector<std::string> payloads_of(const std::vector<Message>& messages) {
-  std::vector<std::string> out;
-  for (const auto& m : messages) out.emplace_back(m.payload.view());
-  return out;
 }
 
 /// Forwards to an in-memory subscriber and counts what `receive_for` returned. Has only the

@@ -24,24 +24,14 @@ using kincir::BatchPublisherOptions;
 using kincir::Message;
 using kincir::test::RecordingPublisher;
 using kincir::test::text_message;
+using kincir::test::numbered;
+using kincir::test::payloads_of;
 
 namespace {
-
-std::vector<Message> numbered(int count, int from = 0) {
-  std::vector<Message> out;
-  for (int i = from; i < from + count; ++i) out.push_back(text_message(std::to_string(i)));
-  return out;
-}
 
 std::vector<std::string> numbers(int count, int from = 0) {
   std::vector<std::string> out;
   for (int i = from; i < from + count; ++i) out.push_back(std::to_string(i));
-  return out;
-}
-
-std::vector<std::string> payloads_of(const std::vector<Message>& messages) {
-  std::vector<std::string> out;
-  for (const auto& m : messages) out.emplace_back(m.payload.view());
   return out;
 }
 

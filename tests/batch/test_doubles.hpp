@@ -24,6 +24,22 @@ namespace kincir::test {
 /// A message whose payload is `text` (tests compare payloads to check order and identity).
 inline Message text_message(const std::string& text) { return Message(Bytes::copy_from(text)); }
 
+/// Messages whose payloads are "from", "from + 1", ... as decimal text.
+inline std::vector<Message> numbered(int count, int from = 0) {
+  std::vector<Message> out;
+  out.reserve(static_cast<std::size_t>(count));
+  for (int i = from; i < from + count; ++i) out.push_back(text_message(std::to_string(i)));
+  return out;
+}
+
+/// The payloads of `messages`, as text.
+inline std::vector<std::string> payloads_of(const std::vector<Message>& messages) {
+  std::vector<std::string> out;
+  out.reserve(messages.size());
+  for (const auto& m : messages) out.emplace_back(m.payload.view());
+  return out;
+}
+
 /// Records batches. A call fails with `error` while `set_failing(true)`, after `fail_after(n)`
 /// successful calls, or while `fail_next(n)` calls remain; a failing call first publishes
 /// `prefix_on_failure` messages (never the whole batch) and removes them from the batch, leaving
