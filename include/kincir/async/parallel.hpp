@@ -85,7 +85,7 @@ class Run {
       fail(e.code(), std::current_exception());
       return;
     } catch (...) {
-      fail(errc::operation_aborted, std::current_exception());
+      fail(errc::handler_exception, std::current_exception());
       return;
     }
     if (failure) {
@@ -137,7 +137,7 @@ inline void rethrow(const ParallelOutcome& outcome, const std::error_code& ec) {
 /// started call has finished.
 ///
 /// `ec` is the first failure: the error returned, the code of a `std::system_error` thrown, or
-/// `errc::operation_aborted` for another exception (kept in `ParallelOutcome::exception`). Never
+/// `errc::handler_exception` for another exception (kept in `ParallelOutcome::exception`). Never
 /// throws on `fn`'s behalf; `std::system_error` if a thread cannot be started.
 template <class Fn>
 ParallelOutcome process_messages_parallel(std::vector<Message> messages, std::size_t concurrency, Fn&& fn,

@@ -3,6 +3,12 @@
 ///
 /// Every fallible synchronous call comes as a pair: one overload takes `std::error_code&` and
 /// never throws; the other calls it and throws `kincir::Error` through the cold `throw_error`.
+///
+/// Asynchronous calls take an Asio completion token and complete with a `std::error_code`. One
+/// code means cancelled, everywhere: `asio::error::operation_aborted` (Asio's, as every Asio
+/// operation reports it; as a condition it equals `std::errc::operation_canceled`). A pending
+/// `async_receive` completes with it when its cancellation slot fires, when the subscriber
+/// unsubscribes, subscribes elsewhere or is destroyed, and a coroutine's `co_await` throws it.
 #pragma once
 
 #include <kincir/config.hpp>
@@ -38,8 +44,11 @@ enum class errc {
   /// The handle does not name an outstanding delivery of this subscriber (already acked,
   /// nacked, or from another subscriber).
   unknown_delivery,
-  /// The operation was cancelled before it completed.
-  operation_aborted,
+  /// A handler threw an exception that is not a `std::system_error` (the exception itself is kept
+  /// where the call documents it). Cancellation is not this: an asynchronous operation that is
+  /// cancelled completes with `asio::error::operation_aborted`, Asio's own code, which compares
+  /// equal to `std::errc::operation_canceled`.
+  handler_exception,
   /// The channel or queue has been closed.
   closed,
 };
@@ -62,7 +71,7 @@ class error_category_impl final : public std::error_category {
       case errc::invalid_argument: return "invalid argument";
       case errc::invalid_uuid: return "invalid UUID string";
       case errc::unknown_delivery: return "unknown or already settled delivery";
-      case errc::operation_aborted: return "operation aborted";
+      case errc::handler_exception: return "a handler threw an exception";
       case errc::closed: return "closed";
     }
     return "unknown kincir error";
