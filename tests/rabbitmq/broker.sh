@@ -6,13 +6,15 @@
 #                          does not come up
 #   broker.sh stop DIR     stops the node and epmd started in DIR, by pid
 #   broker.sh ctl DIR ARGS runs rabbitmqctl against that node
+#   broker.sh kill DIR     SIGKILLs the node (not epmd): a crash, for the fault tests
+#   broker.sh restart DIR  starts the node again on its old data (after kill), waits for AMQP
 #
 # Ports (environment): KINCIR_RABBITMQ_PORT (AMQP, 5673), KINCIR_RABBITMQ_DIST_PORT (25673),
 # KINCIR_RABBITMQ_EPMD_PORT (4370). Works as root and as an ordinary user.
 set -euo pipefail
 
-cmd=${1:?usage: broker.sh start|stop|ctl DIR}
-dir=${2:?usage: broker.sh start|stop|ctl DIR}
+cmd=${1:?usage: broker.sh start|stop|ctl|kill|restart DIR}
+dir=${2:?usage: broker.sh start|stop|ctl|kill|restart DIR}
 amqp_port=${KINCIR_RABBITMQ_PORT:-5673}
 dist_port=${KINCIR_RABBITMQ_DIST_PORT:-25673}
 epmd_port=${KINCIR_RABBITMQ_EPMD_PORT:-4370}
@@ -98,7 +100,12 @@ CONF
     port_free "$epmd_port" || break
     sleep 0.1
   done
-  RABBITMQ_ALLOW_INPUT= setsid "$bin/rabbitmq-server" </dev/null >"$dir/log/node.out" 2>&1 &
+  start_node
+}
+
+start_node() {
+  local i
+  RABBITMQ_ALLOW_INPUT= setsid "$bin/rabbitmq-server" </dev/null >>"$dir/log/node.out" 2>&1 &
   echo $! >"$dir/node.pid"
   for i in $(seq 1 600); do
     if ! kill -0 "$(cat "$dir/node.pid")" 2>/dev/null; then
@@ -129,10 +136,27 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  kill)
+    # The whole process group of the node (the VM and its helpers); epmd keeps running.
+    if [ -f "$dir/node.pid" ]; then
+      kill -KILL -- "-$(cat "$dir/node.pid")" 2>/dev/null || kill -KILL "$(cat "$dir/node.pid")" 2>/dev/null || true
+    fi
+    if [ -f "$dir/rabbit.pid" ]; then kill -KILL "$(cat "$dir/rabbit.pid")" 2>/dev/null || true; fi
+    for i in $(seq 1 100); do
+      port_free "$amqp_port" && port_free "$dist_port" && break
+      sleep 0.1
+    done
+    rm -f "$dir/rabbit.pid"
+    echo "broker.sh: killed"
+    ;;
+  restart)
+    node_env
+    start_node
+    ;;
   ctl)
     shift 2
     node_env
     exec "$bin/rabbitmqctl" -n rabbit@localhost "$@"
     ;;
-  *) echo "usage: broker.sh start|stop|ctl DIR" >&2; exit 2 ;;
+  *) echo "usage: broker.sh start|stop|ctl|kill|restart DIR" >&2; exit 2 ;;
 esac

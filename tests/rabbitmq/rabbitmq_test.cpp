@@ -428,7 +428,7 @@ TEST_CASE("acks: nack with requeue redelivers with a higher count; stale handles
   // channel with 406), and the unacked message comes back.
   sub.subscribe(topic, "g");
   sub.ack(again->second, ec);
-  CHECK(ec == kincir::errc::unknown_delivery);
+  CHECK(ec == errc::stale_delivery);
   auto third = sub.receive_with_ack_for(5s);
   REQUIRE(third);
   CHECK(third->first.uuid == original.uuid);

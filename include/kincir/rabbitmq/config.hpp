@@ -13,6 +13,7 @@
 #include <kincir/rabbitmq/amqp/connection.hpp>   // amqp::ConnectionConfig, HeartbeatSetting
 #include <kincir/rabbitmq/amqp/error.hpp>        // errc::invalid_uri
 #include <kincir/rabbitmq/amqp/field_table.hpp>  // queue arguments
+#include <kincir/rabbitmq/recovery.hpp>          // RecoveryConfig
 
 #include <chrono>        // deadlines
 #include <cstddef>       // std::size_t
@@ -114,6 +115,10 @@ struct RabbitMQConfig {
 
   TopologyConfig topology;
 
+  /// Automatic reconnection, what publishers keep while the connection is down, the state
+  /// callback (see `RecoveryConfig`).
+  RecoveryConfig recovery;
+
   /// Defaults: localhost:5672, guest/guest, vhost "/", heartbeat 60 s, confirms on, prefetch 1000.
   [[nodiscard]] static RabbitMQConfig with_default_config() { return {}; }
   /// More in flight: 8192 unconfirmed messages, prefetch 4096, transient messages.
@@ -143,6 +148,8 @@ struct RabbitMQConfig {
     c.confirm_timeout = std::chrono::seconds(10);
     c.topology.durable_exchanges = false;
     c.topology.durable_queues = false;
+    c.recovery.initial_delay = std::chrono::milliseconds(50);
+    c.recovery.max_delay = std::chrono::milliseconds(1000);
     return c;
   }
   /// Queue per topic on the default exchange (see `Layout::queue_per_topic`).

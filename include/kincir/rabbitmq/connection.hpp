@@ -26,6 +26,7 @@
 #include <kincir/rabbitmq/amqp/methods.hpp>        // Method
 #include <kincir/rabbitmq/amqp/output_buffer.hpp>  // OutputBuffer
 #include <kincir/rabbitmq/config.hpp>              // RabbitMQConfig
+#include <kincir/rabbitmq/recovery.hpp>            // Backoff, RecoveryEvent, is_recoverable
 
 #include <asio/bind_executor.hpp>        // handlers bound to the strand
 #include <asio/connect.hpp>              // asio::async_connect over resolved endpoints
@@ -38,6 +39,7 @@
 #include <asio/thread_pool.hpp>          // the handler executor
 #include <asio/write.hpp>                // asio::async_write (gathered)
 
+#include <algorithm>           // std::max
 #include <atomic>              // open/blocked flags read from any thread
 #include <chrono>              // deadlines
 #include <condition_variable>  // synchronous waits
@@ -94,6 +96,22 @@ class Waiter {
 };
 
 using clock = std::chrono::steady_clock;
+
+/// What publishers and subscribers learn from their connection's recovery (strand).
+class ConnectionListener {
+ public:
+  ConnectionListener() = default;
+  ConnectionListener(const ConnectionListener&) = delete;
+  ConnectionListener& operator=(const ConnectionListener&) = delete;
+  /// The connection is open again: reopen channels, replay topology, consume again.
+  virtual void on_recovered() = 0;
+  /// The connection is closed for good (closed by the user, recovery gave up, or it was lost
+  /// for a reason not worth retrying): fail what waits for it.
+  virtual void on_failed(std::error_code ec) = 0;
+
+ protected:
+  ~ConnectionListener() = default;
+};
 
 }  // namespace detail
 
@@ -210,7 +228,9 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
         socket_(strand_),
         deadline_(strand_),
         heartbeat_timer_(strand_),
-        conn_(config_.connection) {
+        retry_timer_(strand_),
+        conn_(config_.connection),
+        backoff_(config_.recovery, static_cast<std::uint64_t>(clock::now().time_since_epoch().count())) {
     rbuf_.resize(kInitialReadBuffer);
   }
 
@@ -236,11 +256,27 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     const std::lock_guard lock(status_mutex_);
     return tuning_;
   }
+  [[nodiscard]] RecoveryStats recovery_stats() const {
+    const std::lock_guard lock(status_mutex_);
+    return stats_;
+  }
+  /// Lost and reconnecting. Any thread.
+  [[nodiscard]] bool is_recovering() const noexcept { return recovering_flag_.load(std::memory_order_acquire); }
 
   // --- strand ---
   [[nodiscard]] Phase phase() const noexcept { return phase_; }
   /// The connection failed (not closed cleanly by us): lost confirms are `message_lost`.
   [[nodiscard]] bool failed() const noexcept { return failed_; }
+  /// Lost and being recovered: what waits for the connection should keep waiting (strand).
+  [[nodiscard]] bool recovering() const noexcept { return recovering_; }
+  /// Counts connections: a listener compares it to tell a new connection from the old one.
+  [[nodiscard]] std::uint64_t epoch() const noexcept { return epoch_; }
+
+  /// `l` hears of recoveries and of the end of the connection (strand; held weakly).
+  void add_listener(std::weak_ptr<ConnectionListener> l) {
+    std::erase_if(listeners_, [](const auto& w) { return w.expired(); });
+    listeners_.push_back(std::move(l));
+  }
 
   void start(std::function<void(std::error_code)> done) {
     open_done_ = std::move(done);
@@ -250,7 +286,15 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   void async_open_channel(ChannelEvents events, std::function<void(std::error_code, std::shared_ptr<Channel>)> done);
 
   void close(std::function<void(std::error_code)> done) {
-    if (phase_ == Phase::closed) return done({});
+    user_closed_ = true;
+    if (phase_ == Phase::closed) {
+      if (recovering_) {  // waiting between attempts: give up now
+        retry_timer_.cancel();
+        end_recovery(errc::connection_closed, false);
+      }
+      return done({});
+    }
+    if (recovering_) aborted_recovery_ = true;
     if (phase_ != Phase::open) {
       close_waiters_.push_back(std::move(done));
       if (phase_ != Phase::closing) fail(asio::error::operation_aborted);
@@ -382,16 +426,116 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     open_.store(true, std::memory_order_release);
     conn_.heartbeat.start(std::chrono::seconds(conn_.tuning.heartbeat), detail::clock::now());
     schedule_heartbeat();
+    ever_open_ = true;
+    if (recovering_) {
+      recovered();
+    } else {
+      {
+        const std::lock_guard lock(status_mutex_);
+        ++stats_.connected;
+      }
+      report(RecoveryEvent{RecoveryState::connected, {}, 0, {}});
+    }
     if (auto done = std::move(open_done_)) done({});
+  }
+
+  // --- recovery ---
+  void report(const RecoveryEvent& ev) {
+    if (!config_.recovery.on_state) return;
+    asio::post(handler_executor_, [cb = config_.recovery.on_state, ev] { cb(ev); });
+  }
+
+  template <class F>
+  void for_each_listener(F&& f) {
+    auto listeners = listeners_;  // a listener may add listeners
+    for (auto& w : listeners)
+      if (auto l = w.lock()) f(*l);
+  }
+
+  /// After `fail` settled the lost connection's channels: the next attempt after a backoff.
+  void schedule_reconnect(std::error_code why, bool fresh) {
+    if (fresh) {
+      outage_attempts_ = 0;
+      lost_at_ = detail::clock::now();
+      backoff_.reset();
+      {
+        const std::lock_guard lock(status_mutex_);
+        ++stats_.recovering;
+      }
+      report(RecoveryEvent{RecoveryState::recovering, why, 0, {}});
+    }
+    const auto& rc = config_.recovery;
+    if (rc.max_attempts != 0 && outage_attempts_ >= rc.max_attempts) return end_recovery(why, true);
+    retry_pending_ = true;
+    retry_timer_.expires_after(backoff_.next());
+    retry_timer_.async_wait(on_strand([self = shared_from_this()](std::error_code ec) {
+      if (ec || !self->recovering_ || !self->retry_pending_) return;
+      self->retry_pending_ = false;
+      self->reconnect();
+    }));
+  }
+
+  /// One attempt: a fresh protocol state, then every endpoint in order.
+  void reconnect() {
+    ++outage_attempts_;
+    {
+      const std::lock_guard lock(status_mutex_);
+      ++stats_.attempts;
+    }
+    ++epoch_;
+    conn_ = amqp::ConnectionState(config_.connection);
+    rbegin_ = rend_ = 0;
+    error_.clear();
+    failed_ = clean_close_ = close_after_write_ = finalize_after_write_ = false;
+    handshake_.reset();
+    close_.reset();
+    last_connect_error_.clear();
+    phase_ = Phase::connecting;
+    connect_endpoint(0);
+  }
+
+  void recovered() {
+    recovering_ = false;
+    recovering_flag_.store(false, std::memory_order_release);
+    const auto downtime = detail::clock::now() - lost_at_;
+    RecoveryEvent ev{RecoveryState::recovered, {}, outage_attempts_, downtime};
+    outage_attempts_ = 0;
+    {
+      const std::lock_guard lock(status_mutex_);
+      status_error_.clear();
+      server_message_.clear();
+      ++stats_.recovered;
+      stats_.last_downtime = downtime;
+      stats_.max_downtime = std::max(stats_.max_downtime, downtime);
+    }
+    report(ev);
+    for_each_listener([](ConnectionListener& l) { l.on_recovered(); });
+    do_write();
+  }
+
+  /// The outage ends without a connection (`report`: recovery gave up, not the user's close).
+  void end_recovery(std::error_code why, bool report_failure) {
+    recovering_ = false;
+    retry_pending_ = false;
+    recovering_flag_.store(false, std::memory_order_release);
+    if (!error_) error_ = why;
+    {
+      const std::lock_guard lock(status_mutex_);
+      status_error_ = why;
+      if (report_failure) ++stats_.failed;
+    }
+    if (report_failure) report(RecoveryEvent{RecoveryState::failed, why, outage_attempts_, {}});
+    for_each_listener([why](ConnectionListener& l) { l.on_failed(why); });
   }
 
   // --- reading ---
   void start_read() {
     if (!socket_.is_open()) return;
     if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
-    socket_.async_read_some(
-        asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
-        on_strand([self = shared_from_this()](std::error_code ec, std::size_t n) { self->on_read(ec, n); }));
+    socket_.async_read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
+                            on_strand([self = shared_from_this(), epoch = epoch_](std::error_code ec, std::size_t n) {
+                              if (epoch == self->epoch_) self->on_read(ec, n);
+                            }));
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -557,6 +701,10 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     if (phase_ == Phase::closed) return;
     if (!clean_close_) failed_ = true;
     set_error(ec);
+    const std::error_code why = error_ ? error_ : ec;
+    in_outage_ = recovering_;
+    recovering_ = !user_closed_ && !clean_close_ && ever_open_ && config_.recovery.enabled && is_recoverable(why);
+    recovering_flag_.store(recovering_, std::memory_order_release);
     phase_ = Phase::closed;
     open_.store(false, std::memory_order_release);
     std::error_code ignored;
@@ -586,7 +734,25 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     blocked_.store(false, std::memory_order_release);
     if (auto done = std::move(open_done_)) done(ec);
     auto waiters = std::move(close_waiters_);
-    for (auto& w : waiters) w(clean_close_ ? std::error_code() : ec);
+    for (auto& w : waiters) w(clean_close_ || aborted_recovery_ ? std::error_code() : ec);
+    if (recovering_) {
+      const bool fresh = !in_outage_;
+      in_outage_ = false;
+      return schedule_reconnect(ec, fresh);
+    }
+    if (in_outage_) {
+      in_outage_ = false;
+      return end_recovery(user_closed_ ? std::error_code(errc::connection_closed) : ec, !user_closed_);
+    }
+    if (!ever_open_) return;
+    if (!user_closed_ && !clean_close_) {
+      {
+        const std::lock_guard lock(status_mutex_);
+        ++stats_.failed;
+      }
+      report(RecoveryEvent{RecoveryState::failed, ec, 0, {}});
+    }
+    for_each_listener([ec](ConnectionListener& l) { l.on_failed(ec); });
   }
 
   // --- writing ---
@@ -646,6 +812,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   asio::ip::tcp::socket socket_;
   asio::steady_timer deadline_;
   asio::steady_timer heartbeat_timer_;
+  asio::steady_timer retry_timer_;
   amqp::ConnectionState conn_;
   std::optional<amqp::HandshakeAlgo> handshake_;
   std::optional<amqp::CloseAlgo> close_;
@@ -660,6 +827,19 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   bool finalize_after_write_ = false;
   std::function<void(std::error_code)> open_done_;
   std::vector<std::function<void(std::error_code)>> close_waiters_;
+
+  // Recovery (strand).
+  Backoff backoff_;
+  std::uint64_t epoch_ = 0;
+  bool ever_open_ = false;
+  bool user_closed_ = false;
+  bool recovering_ = false;
+  bool in_outage_ = false;
+  bool retry_pending_ = false;
+  bool aborted_recovery_ = false;
+  std::uint32_t outage_attempts_ = 0;
+  detail::clock::time_point lost_at_{};
+  std::vector<std::weak_ptr<ConnectionListener>> listeners_;
 
   std::vector<std::uint8_t> rbuf_;
   std::size_t rbegin_ = 0;
@@ -678,7 +858,9 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
 
   std::atomic<bool> open_{false};
   std::atomic<bool> blocked_{false};
+  std::atomic<bool> recovering_flag_{false};
   mutable std::mutex status_mutex_;
+  RecoveryStats stats_;
   std::error_code status_error_;
   std::string server_message_;
   std::string blocked_reason_;
@@ -927,8 +1109,12 @@ class Connection {
   /// The broker sent connection.blocked (a memory or disk alarm) and not yet unblocked.
   [[nodiscard]] bool blocked() const noexcept { return core_->blocked(); }
   [[nodiscard]] std::string blocked_reason() const { return core_->blocked_reason(); }
-  /// Why the connection closed (empty while open).
+  /// Why the connection closed (empty while open); while recovering, why it was lost.
   [[nodiscard]] std::error_code error() const { return core_->error(); }
+  /// Lost and reconnecting (see `RecoveryConfig`): `is_open()` is false meanwhile.
+  [[nodiscard]] bool is_recovering() const noexcept { return core_->is_recovering(); }
+  /// How often the connection was lost, recovered, failed; reconnection attempts; downtimes.
+  [[nodiscard]] RecoveryStats recovery_stats() const { return core_->recovery_stats(); }
   /// The server's text when it closed the connection.
   [[nodiscard]] std::string server_message() const { return core_->server_message(); }
   /// The negotiated channel_max, frame_max and heartbeat.

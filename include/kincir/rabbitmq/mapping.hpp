@@ -24,6 +24,11 @@ namespace kincir::rabbitmq {
 /// `basic.return` is matched to its publish.
 inline constexpr std::string_view kSequenceHeader = "x-kincir-seq";
 
+/// The header (value "true") of a message republished after a connection recovery because its
+/// first publish was never confirmed: it may have arrived already. A kincir subscriber sees it
+/// as metadata of the same name; deduplicate by the message's uuid (`message-id`).
+inline constexpr std::string_view kPossibleDuplicateHeader = "x-kincir-possible-duplicate";
+
 /// Where a publish to a topic goes.
 struct Route {
   std::string exchange;
@@ -65,19 +70,23 @@ inline amqp::QueueDeclare queue_declaration(const TopologyConfig& t, std::string
 }
 
 /// The basic properties of a message: `message-id` (the uuid), `timestamp` (now), its metadata
-/// as string headers, persistence, and the sequence header when `seq` is not 0.
-inline amqp::BasicProperties properties_for(const Message& m, const RabbitMQConfig& cfg, std::uint64_t seq) {
+/// as string headers, persistence, the sequence header when `seq` is not 0, and the
+/// possible-duplicate header for a republished message.
+inline amqp::BasicProperties properties_for(const Message& m, const RabbitMQConfig& cfg, std::uint64_t seq,
+                                            bool possible_duplicate = false) {
   amqp::BasicProperties p;
   if (!m.uuid.is_nil()) p.message_id = m.uuid.to_string();
   p.timestamp = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   if (cfg.persistent) p.delivery_mode = 2;
-  if (!m.metadata.empty() || seq != 0) {
+  if (!m.metadata.empty() || seq != 0 || possible_duplicate) {
     amqp::FieldTable headers;
-    headers.entries().reserve(m.metadata.size() + 1);
+    headers.entries().reserve(m.metadata.size() + 2);
     for (const auto& [k, v] : m.metadata)
-      headers.entries().push_back(amqp::FieldEntry{std::string(k), amqp::FieldValue(v)});
+      if (k != kPossibleDuplicateHeader)
+        headers.entries().push_back(amqp::FieldEntry{std::string(k), amqp::FieldValue(v)});
     if (seq != 0) headers.set(kSequenceHeader, static_cast<std::int64_t>(seq));
+    if (possible_duplicate) headers.set(kPossibleDuplicateHeader, std::string("true"));
     p.headers = std::move(headers);
   }
   return p;
@@ -127,7 +136,7 @@ inline std::uint32_t delivery_count_of(const amqp::Delivery& d) {
 
 /// The kincir message of a delivery: the body (shared, not copied), the uuid from
 /// `message-id` (a fresh one if it is not a UUID), string headers as metadata (kincir's own
-/// `x-kincir-` headers left out).
+/// `x-kincir-` headers left out, except `x-kincir-possible-duplicate`).
 inline Message message_of(amqp::Delivery& d) {
   Message m;
   m.payload = std::move(d.body);
@@ -137,7 +146,7 @@ inline Message message_of(amqp::Delivery& d) {
   if (d.properties.headers) {
     for (const auto& entry : *d.properties.headers) {
       const auto* s = entry.value.get_if<std::string>();
-      if (s == nullptr || entry.name.rfind("x-kincir-", 0) == 0) continue;
+      if (s == nullptr || (entry.name.rfind("x-kincir-", 0) == 0 && entry.name != kPossibleDuplicateHeader)) continue;
       m.metadata.set(entry.name, *s);
     }
   }

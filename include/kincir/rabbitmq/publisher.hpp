@@ -15,6 +15,8 @@
 #include <asio/async_result.hpp>         // asio::async_initiate
 #include <asio/executor_work_guard.hpp>  // keeps the handler's executor alive
 
+#include <atomic>  // the republished counter
+
 #include <chrono>         // confirm deadline
 #include <cstddef>        // std::size_t
 #include <cstdint>        // delivery tags
@@ -52,15 +54,37 @@ struct PublishBatch {
 };
 
 /// The strand side of a publisher.
-class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
+///
+/// Recovery: when the connection is lost, the messages it had not confirmed go to `resend_`
+/// (their outcome becomes "lost" unless they are confirmed later), and new publishes wait in the
+/// backlog; both count against the outage buffer. Once the connection is back, `resend_` goes
+/// out first, each message marked as a possible duplicate, then the backlog.
+class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, public ConnectionListener {
  public:
   explicit PublisherCore(std::shared_ptr<ConnectionCore> conn) : conn_(std::move(conn)), cfg_(conn_->config()) {}
 
   void submit(std::shared_ptr<PublishBatch> b) {
+    if (!listening_) {
+      listening_ = true;
+      conn_->add_listener(weak_from_this());
+    }
     // Until a message has its outcome it counts as timed out (what `expire` reports).
     b->outcomes.assign(b->messages.size(), std::error_code(errc::confirm_timeout));
     b->unsettled = b->messages.size();
     if (b->messages.empty()) return finish(*b);
+    std::size_t bytes = 0;
+    for (const auto& m : b->messages) bytes += m.payload.size();
+    const RecoveryConfig& rc = cfg_.recovery;
+    if (conn_->recovering() && rc.outage_policy == OutagePolicy::fail_fast &&
+        (buffered_ + b->messages.size() > rc.max_buffered_messages ||
+         buffered_bytes_ + bytes > rc.max_buffered_bytes)) {
+      b->outcomes.assign(b->messages.size(), std::error_code(errc::publish_buffer_full));
+      b->next = b->messages.size();
+      b->unsettled = 0;
+      return finish(*b);
+    }
+    buffered_ += b->messages.size();
+    buffered_bytes_ += bytes;
     if (cfg_.confirm_timeout.count() > 0) {
       b->timer = std::make_unique<asio::steady_timer>(conn_->strand(), cfg_.confirm_timeout);
       b->timer->async_wait(asio::bind_executor(
@@ -82,6 +106,17 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
   }
 
   [[nodiscard]] bool blocked() const noexcept { return conn_->blocked(); }
+  /// Messages republished after a recovery (marked as possible duplicates). Any thread.
+  [[nodiscard]] std::uint64_t republished() const noexcept { return republished_.load(std::memory_order_relaxed); }
+
+  void on_recovered() override {
+    pump();
+    conn_->end_turn();
+  }
+  void on_failed(std::error_code) override {
+    pump();
+    conn_->end_turn();
+  }
 
  private:
   struct Entry {
@@ -92,9 +127,14 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
   };
 
   void pump() {
-    if (backlog_.empty()) return maybe_close();
+    if (backlog_.empty() && resend_.empty()) return maybe_close();
     if (conn_->phase() != ConnectionCore::Phase::open) {
+      if (conn_->recovering()) return;  // kept for the new connection; each publish has its deadline
       const std::error_code ec = conn_->error() ? conn_->error() : std::error_code(errc::connection_closed);
+      while (!resend_.empty()) {
+        Entry e = take_resend();
+        if (e.batch) settle_one(*e.batch, e.index, errc::message_lost);
+      }
       while (!backlog_.empty()) fail_unsent(*take_front(), ec);
       return;
     }
@@ -104,47 +144,70 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
     }
     if (!channel_->is_open()) return;
     if (conn_->blocked()) return;  // resumed by connection.unblocked
-    amqp::ChannelState& st = channel_->state();
+    while (!resend_.empty()) {
+      Entry& e = resend_.front();
+      if (!e.batch || e.batch->finished) {
+        take_resend();
+        continue;
+      }
+      if (window_full(e.bytes)) return;
+      declare(e.batch->topic);
+      Entry sent = take_resend();
+      send(sent.batch, sent.index, true);
+    }
     while (!backlog_.empty()) {
       PublishBatch& b = *backlog_.front();
       if (b.finished) {
         backlog_.pop_front();
         continue;
       }
-      const Route route = route_for(cfg_.topology, b.topic);
       declare(b.topic);
       while (b.next < b.messages.size()) {
-        Message& m = b.messages[b.next];
-        const std::size_t bytes = m.payload.size();
-        if (cfg_.confirms && inflight_ != 0 &&
-            (inflight_ + 1 > cfg_.max_unconfirmed || inflight_bytes_ + bytes > cfg_.max_unconfirmed_bytes))
-          return;  // the window is full: confirms resume us
-        amqp::BasicPublish method;
-        method.exchange = route.exchange;
-        method.routing_key = route.routing_key;
-        method.mandatory = cfg_.mandatory;
-        const std::uint64_t seq = cfg_.confirms ? st.confirms.next_tag() : 0;
-        const amqp::BasicProperties props = properties_for(m, cfg_, cfg_.mandatory ? seq : 0);
-        std::error_code ec;
-        const std::uint64_t tag = amqp::publish(st, method, props, m.payload.span(), ec);
-        const std::size_t index = b.next++;
-        if (ec) {
-          settle_one(b, index, ec);
-          continue;
-        }
-        channel_->keep(m.payload);
-        channel_->touch();
-        if (!cfg_.confirms) {
-          settle_one(b, index, {});
-          continue;
-        }
-        if (unconfirmed_.empty()) first_tag_ = tag;
-        unconfirmed_.push_back(Entry{backlog_.front(), index, bytes, false});
-        ++inflight_;
-        inflight_bytes_ += bytes;
+        const std::size_t bytes = b.messages[b.next].payload.size();
+        if (window_full(bytes)) return;  // confirms resume us
+        buffered_ -= 1;
+        buffered_bytes_ -= bytes;
+        send(backlog_.front(), b.next++, false);
       }
       backlog_.pop_front();
     }
+  }
+
+  [[nodiscard]] bool window_full(std::size_t bytes) const noexcept {
+    return cfg_.confirms && inflight_ != 0 &&
+           (inflight_ + 1 > cfg_.max_unconfirmed || inflight_bytes_ + bytes > cfg_.max_unconfirmed_bytes);
+  }
+
+  /// Publishes message `index` of `batch` on the open channel.
+  void send(const std::shared_ptr<PublishBatch>& batch, std::size_t index, bool possible_duplicate) {
+    amqp::ChannelState& st = channel_->state();
+    Message& m = batch->messages[index];
+    const Route route = route_for(cfg_.topology, batch->topic);
+    amqp::BasicPublish method;
+    method.exchange = route.exchange;
+    method.routing_key = route.routing_key;
+    method.mandatory = cfg_.mandatory;
+    const std::uint64_t seq = cfg_.confirms ? st.confirms.next_tag() : 0;
+    const amqp::BasicProperties props = properties_for(m, cfg_, cfg_.mandatory ? seq : 0, possible_duplicate);
+    std::error_code ec;
+    const std::uint64_t tag = amqp::publish(st, method, props, m.payload.span(), ec);
+    if (ec) return settle_one(*batch, index, ec);
+    if (possible_duplicate) republished_.fetch_add(1, std::memory_order_relaxed);
+    channel_->keep(m.payload);
+    channel_->touch();
+    if (!cfg_.confirms) return settle_one(*batch, index, {});
+    if (unconfirmed_.empty()) first_tag_ = tag;
+    unconfirmed_.push_back(Entry{batch, index, m.payload.size(), false});
+    ++inflight_;
+    inflight_bytes_ += m.payload.size();
+  }
+
+  Entry take_resend() {
+    Entry e = std::move(resend_.front());
+    resend_.pop_front();
+    buffered_ -= 1;
+    buffered_bytes_ -= e.bytes;
+    return e;
   }
 
   std::shared_ptr<PublishBatch> take_front() {
@@ -154,7 +217,11 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
   }
 
   void fail_unsent(PublishBatch& b, std::error_code ec) {
-    while (b.next < b.messages.size()) settle_one(b, b.next++, ec);
+    while (b.next < b.messages.size()) {
+      buffered_ -= 1;
+      buffered_bytes_ -= b.messages[b.next].payload.size();
+      settle_one(b, b.next++, ec);
+    }
   }
 
   void settle_one(PublishBatch& b, std::size_t index, std::error_code ec) {
@@ -170,12 +237,18 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
     if (auto done = std::move(b.done)) done(b);
   }
 
-  /// The confirm deadline passed: unsent messages fail (blocked or timed out), sent ones too.
+  /// The confirm deadline passed: unsent messages fail (blocked, recovering or timed out), sent
+  /// ones too (unconfirmed, or lost with the connection and not yet republished).
   void expire(PublishBatch& b) {
     if (b.finished) return;
-    const std::error_code unsent =
-        conn_->blocked() ? std::error_code(errc::connection_blocked) : std::error_code(errc::confirm_timeout);
-    while (b.next < b.messages.size()) b.outcomes[b.next++] = unsent;
+    std::error_code unsent = errc::confirm_timeout;
+    if (conn_->blocked()) unsent = errc::connection_blocked;
+    if (conn_->recovering() || conn_->phase() != ConnectionCore::Phase::open) unsent = errc::connection_recovering;
+    while (b.next < b.messages.size()) {
+      buffered_ -= 1;
+      buffered_bytes_ -= b.messages[b.next].payload.size();
+      b.outcomes[b.next++] = unsent;
+    }
     b.unsettled = 0;
     finish(b);
     conn_->end_turn();
@@ -205,6 +278,10 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
         std::move(events), [self = shared_from_this()](std::error_code ec, std::shared_ptr<Channel> ch) {
           self->opening_ = false;
           if (ec) {
+            if (self->conn_->recovering() || self->conn_->phase() != ConnectionCore::Phase::open) {
+              self->pump();  // waits for the recovery, or fails what waits
+              return;
+            }
             while (!self->backlog_.empty()) self->fail_unsent(*self->take_front(), ec);
             return;
           }
@@ -230,6 +307,7 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
   }
 
   void on_confirm(const std::vector<amqp::TagRange>& ranges, std::error_code ec) {
+    if (ec == errc::message_lost && conn_->recovering()) return keep_for_resend(ranges);
     for (const auto& r : ranges) {
       for (std::uint64_t tag = r.first; tag <= r.last; ++tag) {
         if (tag < first_tag_ || tag - first_tag_ >= unconfirmed_.size()) continue;
@@ -250,6 +328,32 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
     conn_->end_turn();
   }
 
+  /// The connection was lost before these were confirmed: they go out again after recovery,
+  /// before anything else; until then their outcome is "lost".
+  void keep_for_resend(const std::vector<amqp::TagRange>& ranges) {
+    std::deque<Entry> lost;
+    for (const auto& r : ranges) {
+      for (std::uint64_t tag = r.first; tag <= r.last; ++tag) {
+        if (tag < first_tag_ || tag - first_tag_ >= unconfirmed_.size()) continue;
+        Entry& e = unconfirmed_[static_cast<std::size_t>(tag - first_tag_)];
+        if (!e.batch) continue;
+        --inflight_;
+        inflight_bytes_ -= e.bytes;
+        if (e.batch->finished) {
+          e.batch.reset();
+          continue;
+        }
+        e.batch->outcomes[e.index] = errc::message_lost;
+        e.returned = false;
+        buffered_ += 1;
+        buffered_bytes_ += e.bytes;
+        lost.push_back(Entry{std::exchange(e.batch, nullptr), e.index, e.bytes, false});
+      }
+    }
+    // They were sent before anything still waiting to be resent.
+    for (auto it = lost.rbegin(); it != lost.rend(); ++it) resend_.push_front(std::move(*it));
+  }
+
   void on_return(amqp::ReturnedMessage& r) {
     const std::uint64_t seq = sequence_of(r.properties);
     if (seq < first_tag_ || seq - first_tag_ >= unconfirmed_.size()) return;
@@ -266,7 +370,7 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
   }
 
   void maybe_close() {
-    if (!closing_ || !backlog_.empty() || !unconfirmed_.empty() || !channel_) return;
+    if (!closing_ || !backlog_.empty() || !resend_.empty() || !unconfirmed_.empty() || !channel_) return;
     auto ch = std::move(channel_);
     ch->async_close([] {});
   }
@@ -277,7 +381,12 @@ class PublisherCore : public std::enable_shared_from_this<PublisherCore> {
   bool opening_ = false;
   bool closing_ = false;
   std::deque<std::shared_ptr<PublishBatch>> backlog_;
+  std::deque<Entry> resend_;  // lost with a connection, to republish first
   std::deque<Entry> unconfirmed_;
+  std::size_t buffered_ = 0;  // messages not sent: the backlog's unsent ones and resend_
+  std::size_t buffered_bytes_ = 0;
+  bool listening_ = false;
+  std::atomic<std::uint64_t> republished_{0};
   std::uint64_t first_tag_ = 1;
   std::size_t inflight_ = 0;
   std::size_t inflight_bytes_ = 0;
@@ -426,6 +535,12 @@ class RabbitMQPublisher {
 
   /// The broker blocked the connection (resource alarm): publishes wait until it unblocks.
   [[nodiscard]] bool blocked() const noexcept { return connection_->blocked(); }
+  /// The connection is down and being recovered: publishes wait in the outage buffer (see
+  /// `RecoveryConfig`).
+  [[nodiscard]] bool recovering() const noexcept { return connection_->is_recovering(); }
+  /// Messages republished after a recovery because the lost connection had not confirmed them
+  /// (each carries `x-kincir-possible-duplicate`).
+  [[nodiscard]] std::uint64_t republished() const noexcept { return core_->republished(); }
   [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
 
  private:

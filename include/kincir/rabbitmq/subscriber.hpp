@@ -81,7 +81,13 @@ inline constexpr std::chrono::milliseconds kAckDelay{1};
 
 /// The subscriber's state, shared by its user-facing methods (any thread, under `mutex_`) and
 /// the strand (deliveries, settlements, channel events).
-class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
+///
+/// Recovery: when the connection is lost the subscription waits (no error) and, once the
+/// connection is back, declares, binds and consumes again on a new channel (a server-named queue
+/// gets a new name; the binding follows it). A channel the broker closes with a soft error (404,
+/// 406 ...) is reopened the same way after a backoff, the connection untouched. Either way the
+/// channel generation changes: handles from before are `errc::stale_delivery`, never sent.
+class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>, public ConnectionListener {
  public:
   explicit SubscriberCore(std::shared_ptr<ConnectionCore> conn) : conn_(std::move(conn)), cfg_(conn_->config()) {}
 
@@ -190,7 +196,11 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     ec.clear();
     {
       const std::lock_guard lock(mutex_);
-      if ((tag >> kGenerationShift) != current_generation() || unacked_.erase(tag) == 0) {
+      if ((tag >> kGenerationShift) != current_generation()) {
+        ec = errc::stale_delivery;
+        return;
+      }
+      if (unacked_.erase(tag) == 0) {
         ec = kincir::errc::unknown_delivery;
         return;
       }
@@ -211,12 +221,28 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     const std::lock_guard lock(mutex_);
     return pause_requested_;
   }
+  [[nodiscard]] std::string queue() {
+    const std::lock_guard lock(mutex_);
+    return queue_name_;
+  }
+  [[nodiscard]] std::uint64_t recoveries() const noexcept { return recoveries_.load(std::memory_order_relaxed); }
 
   // --- strand ---
   void shutdown() {
+    shut_down_ = true;
+    if (retry_timer_) retry_timer_->cancel();
     if (auto ch = std::move(channel_)) ch->async_close([] {});
     conn_->end_turn();
   }
+
+  void on_recovered() override {
+    if (shut_down_ || channel_) return;
+    resubscribe();
+  }
+  void on_failed(std::error_code ec) override { set_terminal(ec ? ec : std::error_code(errc::connection_closed)); }
+
+  /// The channel (null while there is none), for tests and diagnostics.
+  [[nodiscard]] const std::shared_ptr<Channel>& channel() const noexcept { return channel_; }
 
  private:
   struct Settlement {
@@ -259,6 +285,44 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   }
 
   void start(const std::string& topic, const std::string& group, const std::shared_ptr<Waiter<int>>& waiter) {
+    if (!listening_) {
+      listening_ = true;
+      conn_->add_listener(weak_from_this());
+    }
+    topic_sub_ = topic;
+    group_sub_ = group;
+    consumed_ = false;
+    open_and_consume(false, [waiter](std::error_code ec) { waiter->set(ec, 0); });
+  }
+
+  /// After a recovery (of the connection or of this channel): consume again.
+  void resubscribe() {
+    {
+      const std::lock_guard lock(mutex_);
+      if (!subscribed_ || terminal_) return;
+    }
+    if (shut_down_ || channel_ || resubscribing_) return;
+    resubscribing_ = true;
+    open_and_consume(true, [weak = weak_from_this()](std::error_code ec) {
+      auto self = weak.lock();
+      if (!self) return;
+      self->resubscribing_ = false;
+      if (!ec) {
+        self->recoveries_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      // A connection lost meanwhile recovers again; anything else ends the subscription.
+      if (!self->conn_->recovering()) self->set_terminal(ec);
+    });
+  }
+
+  /// Whether the subscriber's queue outlives its connection (a group's or a topic's queue, not
+  /// its own exclusive one).
+  [[nodiscard]] bool durable_queue() const noexcept {
+    return cfg_.topology.layout == Layout::queue_per_topic || !group_sub_.empty();
+  }
+
+  void open_and_consume(bool recovery, std::function<void(std::error_code)> done) {
     ChannelEvents events;
     std::weak_ptr<SubscriberCore> weak = shared_from_this();
     events.on_delivery = [weak](amqp::Delivery& d) {
@@ -270,45 +334,56 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     events.on_closed = [weak](std::error_code ec) {
       if (auto self = weak.lock()) self->on_closed(ec);
     };
-    conn_->async_open_channel(std::move(events), [self = shared_from_this(), topic, group, waiter](
+    auto finish = std::make_shared<std::function<void(std::error_code)>>(std::move(done));
+    conn_->async_open_channel(std::move(events), [self = shared_from_this(), finish, recovery](
                                                      std::error_code ec, const std::shared_ptr<Channel>& ch) {
-      if (ec) return waiter->set(ec, 0);
+      if (ec) return (*finish)(ec);
       self->channel_ = ch;
       self->outstanding_.clear();
       std::uint64_t generation = 0;
       {
         const std::lock_guard lock(self->mutex_);
         generation = self->generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
-        self->terminal_.clear();
-        self->subscribed_ = true;
-        self->buffer_.clear();
-        self->buffered_bytes_ = 0;
+        if (!recovery) {
+          self->terminal_.clear();
+          self->subscribed_ = true;
+        }
+        // What a durable queue had delivered comes again (it was never acked); what the
+        // subscriber's own exclusive queue delivered is still handed out (that queue is gone).
+        if (!recovery || self->durable_queue()) {
+          self->buffer_.clear();
+          self->buffered_bytes_ = 0;
+        }
         self->pause_requested_ = self->resume_posted_ = false;
         self->unacked_.clear();
       }
       self->channel_generation_ = generation & kGenerationMask;
-      self->declare_and_consume(*ch, topic, group, waiter);
+      self->declare_and_consume(*ch, self->topic_sub_, self->group_sub_, finish);
       self->conn_->end_turn();
     });
     conn_->end_turn();
   }
 
   void declare_and_consume(Channel& ch, const std::string& topic, const std::string& group,
-                           const std::shared_ptr<Waiter<int>>& waiter) {
+                           const std::shared_ptr<std::function<void(std::error_code)>>& finish) {
     // Pipelined: the broker answers in order, and the first failure closes the channel, which
     // fails every later call with the same code.
     auto first_error = std::make_shared<std::error_code>();
-    const auto step = [first_error, waiter](std::error_code ec, amqp::Method&) {
+    const auto step = [first_error, finish](std::error_code ec, amqp::Method&) {
       if (ec && !*first_error) {
         *first_error = ec;
-        waiter->set(ec, 0);
+        (*finish)(ec);
       }
     };
     const TopologyConfig& t = cfg_.topology;
     const amqp::QueueDeclare queue = queue_declaration(t, topic, group);
     queue_ = queue.queue;
     const auto declared = [self = shared_from_this(), step](std::error_code ec, amqp::Method& m) {
-      if (auto* ok = std::get_if<amqp::QueueDeclareOk>(&m)) self->queue_ = ok->queue;  // server-named
+      if (auto* ok = std::get_if<amqp::QueueDeclareOk>(&m)) {
+        self->queue_ = ok->queue;  // server-named: a new name after each recovery
+        const std::lock_guard lock(self->mutex_);
+        self->queue_name_ = ok->queue;
+      }
       step(ec, m);
     };
     if (t.layout == Layout::exchange_per_topic) {
@@ -328,13 +403,14 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
     ch.async_call(qos, step);
     amqp::BasicConsume consume;
     consume.queue = queue.queue;
-    ch.async_call(consume, [self = shared_from_this(), first_error, waiter](std::error_code ec, amqp::Method& m) {
+    ch.async_call(consume, [self = shared_from_this(), first_error, finish](std::error_code ec, amqp::Method& m) {
       if (ec) {
-        if (!*first_error) waiter->set(ec, 0);
+        if (!*first_error) (*finish)(ec);
         return;
       }
       if (auto* ok = std::get_if<amqp::BasicConsumeOk>(&m)) self->consumer_tag_ = ok->consumer_tag;
-      waiter->set({}, 0);
+      self->consumed_ = true;
+      (*finish)({});
     });
   }
 
@@ -445,7 +521,31 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   void on_closed(std::error_code ec) {
     channel_.reset();
     outstanding_.clear();
+    consumer_tag_.clear();
+    if (ec && !shut_down_ && cfg_.recovery.enabled) {
+      if (conn_->recovering()) return;  // on_recovered consumes again
+      if (ec.category() == reply_category() && is_soft_error(static_cast<reply_code>(ec.value())) &&
+          conn_->phase() == ConnectionCore::Phase::open && !resubscribing_ && consumed_)
+        return recover_channel();
+    }
     set_terminal(ec ? ec : std::error_code(errc::channel_closed));
+  }
+
+  /// The broker closed the channel (404, 406 ...): a new channel after a backoff, the connection
+  /// and the other channels untouched. If consuming again fails, the subscription ends with that
+  /// error (no loop).
+  void recover_channel() {
+    {
+      const std::lock_guard lock(mutex_);
+      if (!subscribed_ || terminal_) return;
+    }
+    if (!retry_timer_) retry_timer_ = std::make_unique<asio::steady_timer>(conn_->strand());
+    retry_timer_->expires_after(cfg_.recovery.initial_delay);
+    retry_timer_->async_wait([weak = weak_from_this()](std::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self || self->shut_down_) return;
+      self->resubscribe();
+    });
   }
 
   /// Sends the queued settlements: acks that complete a prefix of the outstanding deliveries go
@@ -513,6 +613,14 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   bool turn_posted_ = false;
   std::unique_ptr<asio::steady_timer> ack_timer_;
   bool ack_timer_armed_ = false;
+  std::string topic_sub_;  // what to consume again after a recovery
+  std::string group_sub_;
+  bool listening_ = false;
+  bool shut_down_ = false;
+  bool resubscribing_ = false;
+  bool consumed_ = false;  // the subscription consumed once: a later channel error is recovered
+  std::unique_ptr<asio::steady_timer> retry_timer_;
+  std::atomic<std::uint64_t> recoveries_{0};
 
   // Any thread, under mutex_.
   std::mutex mutex_;
@@ -529,6 +637,7 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
   std::size_t buffered_bytes_ = 0;  // body bytes in buffer_
   bool pause_requested_ = false;    // the consumer is (being) cancelled for the byte bound
   bool resume_posted_ = false;
+  std::string queue_name_;  // the queue consumed (server-named ones change with each recovery)
   std::atomic<std::uint64_t> generation_{0};
 };
 
@@ -545,8 +654,13 @@ class SubscriberCore : public std::enable_shared_from_this<SubscriberCore> {
 /// `receive_with_ack` hands out a `BasicAckHandle` to settle with `ack`, `nack(requeue)` or `reject`. The delivery
 /// count comes from `x-delivery-count` (quorum queues) or `redelivered`. A consumer the broker cancels (its queue was
 /// deleted) or a channel the broker closes ends the subscription: receiving returns what is buffered, then the error
-/// (`errc::consumer_cancelled`, the reply code). A handle from before a re-subscribe is
-/// `kincir::errc::unknown_delivery` and is never sent to the broker.
+/// (`errc::consumer_cancelled`, the reply code). A handle from before a re-subscribe or a
+/// recovery is `errc::stale_delivery` and is never sent to the broker (which redelivers it).
+///
+/// Recovery (`RecoveryConfig`): when the connection is lost, receiving waits while it is
+/// recovered, then the subscriber declares, binds and consumes again (a server-named queue gets a
+/// new name, `queue()`); a channel closed by the broker with a soft error is reopened the same
+/// way. If recovery fails, receiving returns the buffered messages, then the error.
 ///
 /// Thread safety: receiving from one thread at a time (one `async_receive` at a time); `ack`,
 /// `nack` and `reject` from any thread.
@@ -740,7 +854,15 @@ class RabbitMQSubscriber {
   /// once the buffer is below half of that. Any thread.
   [[nodiscard]] bool paused() const { return core_->paused(); }
 
+  /// The queue consumed. A server-named queue (a subscriber without a group) gets a new name
+  /// with each recovery. Any thread.
+  [[nodiscard]] std::string queue() const { return core_->queue(); }
+  /// How often the subscription consumed again after a connection or channel recovery.
+  [[nodiscard]] std::uint64_t recoveries() const noexcept { return core_->recoveries(); }
+
   [[nodiscard]] const std::shared_ptr<Connection>& connection() const noexcept { return connection_; }
+  /// The strand-side state, for tests and diagnostics.
+  [[nodiscard]] const std::shared_ptr<detail::SubscriberCore>& core() const noexcept { return core_; }
 
  private:
   void close_channel() noexcept {

@@ -83,6 +83,15 @@ enum class errc {
   too_many_channels,
   /// The broker blocked the connection (`connection.blocked`, a resource alarm) for too long.
   connection_blocked,
+  /// The connection is down (recovering) and the publisher's outage buffer is full
+  /// (`OutagePolicy::fail_fast`): the message was not sent.
+  publish_buffer_full,
+  /// The connection stayed down (recovering) past the publish's deadline: the message was not
+  /// sent.
+  connection_recovering,
+  /// The delivery came on a channel that has since been reopened (after a connection or channel
+  /// recovery): its tag means nothing to the broker, which redelivers the message.
+  stale_delivery,
 };
 
 /// The category of `errc`; its name is "kincir.rabbitmq".
@@ -124,6 +133,9 @@ class error_category_impl final : public std::error_category {
       case errc::message_lost: return "connection lost before the message was confirmed";
       case errc::too_many_channels: return "no free channel id";
       case errc::connection_blocked: return "connection blocked by the broker";
+      case errc::publish_buffer_full: return "connection down and the publisher's outage buffer is full";
+      case errc::connection_recovering: return "connection still down (recovering) at the publish deadline";
+      case errc::stale_delivery: return "delivery from before the channel was reopened (the broker redelivers it)";
     }
     return "unknown kincir.rabbitmq error";
   }
