@@ -187,6 +187,7 @@ class Bytes {
     __builtin_prefetch(control_, 1);  // the count is written by the release
     // The allocator's header of an adopted buffer sits just before it (integer arithmetic: the
     // address may lie outside the buffer, and a prefetch never faults).
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): an address for a hint, never dereferenced
     __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(data_) - 16), 1);
 #endif
   }
