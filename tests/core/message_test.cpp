@@ -1,4 +1,7 @@
 #include <kincir/core/message.hpp>
+#if KINCIR_HAS_FMT
+#include <kincir/fmt.hpp>  // fmt::formatter<kincir::Message>
+#endif
 
 #include <sstream>  // operator<<
 #include <string>   // payloads

@@ -1,4 +1,7 @@
 #include <kincir/core/uuid.hpp>
+#if KINCIR_HAS_FMT
+#include <kincir/fmt.hpp>  // fmt::formatter<kincir::Uuid>
+#endif
 
 #include <algorithm>      // std::sort, std::adjacent_find
 #include <sstream>        // operator<<

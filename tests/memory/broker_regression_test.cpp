@@ -1,6 +1,7 @@
 // Regression tests for defects of the in-memory broker found by adversarial testing: lifecycle
 // races (settle / unsubscribe, maintenance / subscribe), partial batches, limits and validation,
 // and statistics. Each test fails on the code before its fix.
+#include <kincir/memory/async.hpp>  // async_receive
 #include <kincir/memory/broker.hpp>
 #include <kincir/memory/publisher.hpp>
 #include <kincir/memory/subscriber.hpp>

@@ -1,6 +1,7 @@
 #include <kincir/metrics/instrumented.hpp>
 #include <kincir/metrics/memory.hpp>
 
+#include <kincir/memory/async.hpp>  // async_receive
 #include <kincir/memory/publisher.hpp>
 #include <kincir/memory/subscriber.hpp>
 

@@ -5,8 +5,8 @@
 /// never throws; the other calls it and throws `kincir::Error` through the cold `throw_error`.
 ///
 /// Asynchronous calls take an Asio completion token and complete with a `std::error_code`. One
-/// code means cancelled, everywhere: `asio::error::operation_aborted` (Asio's, as every Asio
-/// operation reports it; as a condition it equals `std::errc::operation_canceled`). A pending
+/// code means cancelled, everywhere: `asio::error::operation_aborted`, as every Asio operation
+/// reports it (compare with `ec == asio::error::operation_aborted`). A pending
 /// `async_receive` completes with it when its cancellation slot fires, when the subscriber
 /// unsubscribes, subscribes elsewhere or is destroyed, and a coroutine's `co_await` throws it.
 #pragma once
@@ -46,8 +46,7 @@ enum class errc {
   unknown_delivery,
   /// A handler threw an exception that is not a `std::system_error` (the exception itself is kept
   /// where the call documents it). Cancellation is not this: an asynchronous operation that is
-  /// cancelled completes with `asio::error::operation_aborted`, Asio's own code, which compares
-  /// equal to `std::errc::operation_canceled`.
+  /// cancelled completes with `asio::error::operation_aborted`, Asio's own code.
   handler_exception,
   /// The channel or queue has been closed.
   closed,

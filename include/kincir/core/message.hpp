@@ -14,10 +14,6 @@
 #include <utility>      // std::move
 #include <vector>       // payload convenience
 
-#if KINCIR_HAS_FMT
-#include <fmt/format.h>  // fmt::formatter
-#endif
-
 namespace kincir {
 
 /// A message: a unique id, a shared immutable payload and string metadata.
@@ -80,14 +76,3 @@ inline std::string describe(const Message& m) {
 inline std::ostream& operator<<(std::ostream& os, const Message& m) { return os << detail::describe(m); }
 
 }  // namespace kincir
-
-#if KINCIR_HAS_FMT
-template <>
-struct fmt::formatter<kincir::Message> : fmt::formatter<fmt::string_view> {
-  template <class FormatContext>
-  auto format(const kincir::Message& m, FormatContext& ctx) const {
-    const std::string text = kincir::detail::describe(m);
-    return fmt::formatter<fmt::string_view>::format(fmt::string_view(text), ctx);
-  }
-};
-#endif

@@ -16,10 +16,6 @@
 #include <string_view>   // parse input
 #include <system_error>  // std::error_code
 
-#if KINCIR_HAS_FMT
-#include <fmt/format.h>  // fmt::formatter
-#endif
-
 namespace kincir {
 
 namespace detail {
@@ -175,15 +171,3 @@ struct std::hash<kincir::Uuid> {
     return static_cast<std::size_t>(hi ^ (lo * 0x9E3779B97F4A7C15ULL));
   }
 };
-
-#if KINCIR_HAS_FMT
-template <>
-struct fmt::formatter<kincir::Uuid> : fmt::formatter<fmt::string_view> {
-  template <class FormatContext>
-  auto format(const kincir::Uuid& id, FormatContext& ctx) const {
-    char buf[kincir::Uuid::kStringLength];
-    id.format_to(buf);
-    return fmt::formatter<fmt::string_view>::format(fmt::string_view(buf, sizeof buf), ctx);
-  }
-};
-#endif

@@ -22,115 +22,19 @@
 #include <utility>       // std::pair, std::exchange
 #include <vector>        // batches
 
-#if KINCIR_HAS_ASIO
-#include <asio/associated_cancellation_slot.hpp>  // cancellation of async_receive
-#include <asio/associated_executor.hpp>           // the handler's executor
-#include <asio/async_result.hpp>                  // asio::async_initiate
-#include <asio/error.hpp>                         // asio::error::operation_aborted
-#include <asio/executor_work_guard.hpp>           // keeps the executor alive while waiting
-#include <asio/post.hpp>                          // completion never inside the initiating call
-#endif
-
 namespace kincir::memory {
 
-#if KINCIR_HAS_ASIO
 namespace detail {
 
-/// One `async_receive`: tries the subscriber, otherwise waits on the topic's async waiter list.
-/// Everything it does runs under the subscriber's `async_mutex()`, so an attempt (on the handler's
-/// executor), a cancellation (on the thread that emits it) and the owner's subscribe or
-/// unsubscribe never overlap, and the cursor keeps a single reader at a time.
-template <class Handler>
-class ReceiveOp final : public AsyncWaiter,
-                        public PendingReceive,
-                        public std::enable_shared_from_this<ReceiveOp<Handler>> {
- public:
-  ReceiveOp(std::shared_ptr<SubscriberCore> core, Handler handler)
-      : core_(std::move(core)),
-        handler_(std::move(handler)),
-        work_(asio::make_work_guard(asio::get_associated_executor(handler_))) {}
-
-  void start() {
-    auto slot = asio::get_associated_cancellation_slot(handler_);
-    if (slot.is_connected()) {
-      slot.assign([weak = this->weak_from_this()](asio::cancellation_type) {
-        if (auto self = weak.lock()) self->cancel();
-      });
-    }
-    const std::lock_guard lock(core_->async_mutex());
-    core_->set_pending_locked(this->weak_from_this());
-    attempt_locked();
-  }
-
-  /// A publish took this operation off its topic's list: try again on the handler's executor.
-  /// Nothing is posted once the operation completed, since its work guard no longer keeps the
-  /// executor's `run()` going (the `io_context` may be gone by now).
-  void notify() noexcept override {
-    const std::lock_guard lock(post_mutex_);
-    if (completed_) return;
-    asio::post(work_.get_executor(), [self = this->shared_from_this()] { self->attempt(); });
-  }
-
-  void cancel() override {
-    const std::lock_guard lock(core_->async_mutex());
-    abort_locked();
-  }
-
-  void abort_locked() override {
-    unregister_locked();
-    complete_locked(asio::error::operation_aborted, Message{});
-  }
-
- private:
-  void attempt() {
-    const std::lock_guard lock(core_->async_mutex());
-    attempt_locked();
-  }
-
-  void attempt_locked() {
-    if (done_) return;
-    Requeued r;
-    std::error_code ec;
-    if (core_->try_next(r, ec) || ec) return complete_locked(ec, std::move(r.message));
-    // Register, then look again: a publish between the two is seen by one side or the other
-    // (registering ends with the fence that pairs with the publisher's).
-    registered_ = core_->topic();
-    registered_->add_async_waiter(this->shared_from_this());
-    if (core_->try_next(r, ec) || ec) {
-      unregister_locked();
-      complete_locked(ec, std::move(r.message));
-    }
-  }
-
-  /// Takes this operation off the topic it registered on (a publish may have taken it off already).
-  void unregister_locked() {
-    if (registered_) registered_->remove_async_waiter(this);
-    registered_.reset();
-  }
-
-  void complete_locked(std::error_code ec, Message message) {
-    if (std::exchange(done_, true)) return;
-    core_->clear_pending_locked(this);
-    const std::lock_guard lock(post_mutex_);
-    completed_ = true;
-    auto executor = work_.get_executor();
-    asio::post(executor, [handler = std::move(handler_), ec, message = std::move(message)]() mutable {
-      std::move(handler)(ec, std::move(message));
-    });
-    work_.reset();
-  }
-
-  std::shared_ptr<SubscriberCore> core_;
-  Handler handler_;
-  asio::executor_work_guard<asio::associated_executor_t<Handler>> work_;
-  std::shared_ptr<Topic> registered_;  // the topic whose waiter list holds this operation
-  bool done_ = false;                  // the members above: under the core's async_mutex()
-  std::mutex post_mutex_;              // a publisher's notify against completion
-  bool completed_ = false;             // under post_mutex_
+/// Whether `async_receive` can be initiated with `Token`: `<kincir/memory/async.hpp>` provides
+/// `initiate_async_receive` (found by argument-dependent lookup), which needs standalone Asio.
+/// Without that include, `async_receive` does not exist for overload resolution.
+template <class Token>
+concept async_receive_available = requires(const std::shared_ptr<SubscriberCore>& core, Token&& token) {
+  initiate_async_receive(core, std::forward<Token>(token));
 };
 
 }  // namespace detail
-#endif
 
 /// Receives the messages of one topic from an `InMemoryBroker`: every message published after
 /// `subscribe`, in publication order, or — with a group — its share of them.
@@ -278,23 +182,17 @@ class InMemorySubscriber {
     return n;
   }
 
-#if KINCIR_HAS_ASIO
-  /// Receives asynchronously. Completion signature `void(std::error_code, kincir::Message)`.
-  /// The handler runs on its associated executor (`asio::system_executor` if it has none), never
-  /// inside this call. Cancellable through the token's cancellation slot
-  /// (`asio::error::operation_aborted`). One `async_receive` at a time per subscriber, and no
-  /// synchronous receive while it is pending.
+  /// Receives asynchronously (needs `#include <kincir/memory/async.hpp>` and standalone Asio).
+  /// Completion signature `void(std::error_code, kincir::Message)`. The handler runs on its
+  /// associated executor (`asio::system_executor` if it has none), never inside this call.
+  /// Cancellable through the token's cancellation slot (`asio::error::operation_aborted`). One
+  /// `async_receive` at a time per subscriber, and no synchronous receive while it is pending.
   template <class CompletionToken>
+  requires detail::async_receive_available<CompletionToken>
   auto async_receive(CompletionToken&& token) {
     (void)core();  // a moved-from subscriber gets its state now
-    return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
-        [core = core_](auto handler) {
-          auto op = std::make_shared<detail::ReceiveOp<decltype(handler)>>(core, std::move(handler));
-          op->start();
-        },
-        token);
+    return initiate_async_receive(core_, std::forward<CompletionToken>(token));
   }
-#endif
 
   /// The subscribed topic's name, empty if not subscribed.
   [[nodiscard]] std::string_view topic() const noexcept {
