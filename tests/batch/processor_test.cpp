@@ -28,8 +28,8 @@ using kincir::BatchProcessorOptions;
 using kincir::Message;
 using kincir::memory::InMemoryBroker;
 using kincir::memory::InMemoryPublisher;
-using kincir::test::text_message;
 using kincir::test::payloads_of;
+using kincir::test::text_message;
 
 namespace {
 
@@ -188,7 +188,9 @@ TEST_CASE("with an ack subscriber a failed batch is nacked and redelivered", "[b
 
 TEST_CASE("policy stop rethrows the handler's exception after nacking", "[batch][processor]") {
   auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker), 10, 20ms);
+  BatchProcessor processor(
+      kincir::memory::InMemoryAckSubscriber(broker),
+      BatchProcessorOptions{.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop});
   processor.subscribe("t");
   publish_numbered(broker, 2);
   CHECK_THROWS_AS(processor.process_batches([](std::vector<Message>&&) { throw std::runtime_error("handler failed"); }),
@@ -205,9 +207,12 @@ TEST_CASE("policy stop rethrows the handler's exception after nacking", "[batch]
   CHECK(again == std::vector<std::string>{"0", "1"});
 }
 
-TEST_CASE("without acks a failed batch goes to the error handler and the error is returned", "[batch][processor]") {
+TEST_CASE("without acks, under policy stop, a failed batch goes to the error handler and the error is returned",
+          "[batch][processor]") {
   auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker), 10, 20ms);
+  BatchProcessor processor(
+      kincir::memory::InMemorySubscriber(broker),
+      BatchProcessorOptions{.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop});
   processor.subscribe("t");
   publish_numbered(broker, 3);
   std::vector<std::string> rescued;
@@ -321,4 +326,34 @@ TEST_CASE("two processors in one consumer group share a topic's messages", "[bat
   }
   std::sort(seen.begin(), seen.end());
   CHECK(seen == std::vector<std::string>{"0", "1", "2", "3", "4", "5", "6", "7"});  // each once
+}
+
+TEST_CASE("by default a failing batch does not end processing, and the throwing overload ends quietly on shutdown",
+          "[batch][processor][concurrency]") {
+  auto broker = make_broker();
+  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker), 2, 10ms);
+  CHECK(processor.options().on_error == BatchErrorPolicy::skip);
+  processor.subscribe("t");
+  publish_numbered(broker, 4);
+  std::atomic<int> calls{0};
+  std::atomic<bool> returned{false};
+  std::size_t processed = 0;
+  // Run as the examples do: the throwing overload on a thread of its own. An exception escaping it
+  // would call std::terminate.
+  std::thread worker([&] {
+    processed = processor.process_batches([&](std::vector<Message>&&) {
+      if (calls.fetch_add(1) == 0) throw std::runtime_error("first batch fails");
+    });
+    returned = true;
+  });
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (processor.failed_batches() < 1 || calls.load() < 3) {
+    REQUIRE(std::chrono::steady_clock::now() < give_up);
+    std::this_thread::sleep_for(1ms);
+  }
+  broker->shutdown();
+  worker.join();
+  CHECK(returned.load());
+  CHECK(processor.failed_batches() == 1);
+  CHECK(processed == 4);  // the failed batch was redelivered and then succeeded
 }

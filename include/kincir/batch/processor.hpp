@@ -33,7 +33,8 @@ namespace kincir {
 enum class BatchErrorPolicy {
   /// Then return the error (or rethrow the exception the batch handler threw).
   stop,
-  /// Then go on with the next batch.
+  /// Then go on with the next batch (the default: one bad batch does not end a consumer; with
+  /// acks it is redelivered up to the subscriber's delivery limit, then dead-lettered).
   skip,
 };
 
@@ -47,7 +48,7 @@ struct BatchProcessorOptions {
   /// work is done between waits (it is not a polling sleep: `receive_for` returns as soon as a
   /// message arrives).
   std::chrono::steady_clock::duration stop_check_interval = std::chrono::milliseconds(20);
-  BatchErrorPolicy on_error = BatchErrorPolicy::stop;
+  BatchErrorPolicy on_error = BatchErrorPolicy::skip;
   /// Ack-capable subscribers: a failed batch is nacked with this `requeue` flag (true:
   /// redelivered).
   bool requeue = true;
@@ -109,8 +110,8 @@ std::optional<Message> receive_for(S& s, Duration timeout, std::error_code& ec) 
 /// - the error handler, if set, is called with the error and the messages `fn` left in the
 ///   vector. Without acks it is their last stop: what it leaves there is discarded and counted in
 ///   `discarded_messages()` (with acks the nack has already disposed of them);
-/// - then `on_error` decides: `stop` returns the error (an exception `fn` threw is rethrown),
-///   `skip` goes on.
+/// - then `on_error` decides: `skip` (the default) goes on, `stop` returns the error (an exception
+///   `fn` threw is rethrown).
 ///
 /// Thread safety: one `process_batches` at a time, like the subscriber it drives; the stop token
 /// may be triggered, and the failure accessors read, from any thread.
@@ -126,9 +127,14 @@ class BatchProcessor {
 
   /// Told about every failed batch: the error `fn` returned or acking failed with (or empty), the
   /// exception `fn` threw (or null), and the batch's messages that `fn` left in the vector (empty
-  /// if it moved them out). It may move them out (to a dead-letter store, say); without acks,
-  /// what it leaves is discarded. Runs on the processing thread, after the batch was settled; an
+  /// if it moved them out). Runs on the processing thread, after the batch was settled; an
   /// exception it throws ends `process_batches`.
+  ///
+  /// With acks (`kUsesAcks`) the batch has already been nacked: with `requeue` (the default) the
+  /// broker redelivers it, and after its delivery limit dead-letters it, so the handler is for
+  /// logging and inspection only; storing the messages elsewhere would duplicate them. Without
+  /// acks this is the messages' last stop: the handler may move them out (to a store of failed
+  /// messages, say); what it leaves is discarded and counted in `discarded_messages()`.
   using ErrorHandler = std::function<void(std::error_code, std::exception_ptr, std::vector<Message>& batch)>;
 
   BatchProcessor(S&& subscriber, BatchProcessorOptions options)
@@ -248,12 +254,15 @@ class BatchProcessor {
     }
   }
 
-  /// Throws `kincir::Error` where the `ec` overload reports an error.
+  /// Throws `kincir::Error` where the `ec` overload reports an error, except at the normal end of
+  /// a stream: a broker that shut down (`errc::broker_shutdown`) or a subscription that was closed
+  /// (`errc::closed`) returns, so a processing thread ends with its broker instead of calling
+  /// `std::terminate`. Under policy `stop`, an exception `fn` threw propagates.
   template <class Fn>
   std::size_t process_batches(Fn&& fn, const std::stop_token& stop = {}) {
     std::error_code ec;
     const std::size_t n = process_batches(std::forward<Fn>(fn), stop, ec);
-    throw_if(ec, "BatchProcessor::process_batches");
+    if (ec != errc::broker_shutdown && ec != errc::closed) throw_if(ec, "BatchProcessor::process_batches");
     return n;
   }
 
