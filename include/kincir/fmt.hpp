@@ -12,7 +12,8 @@
 
 #include <string>  // the message's description
 
-/// @cond (specialisations of fmt::formatter; Doxygen cannot place them)
+// Specialisations of fmt::formatter: Doxygen cannot place them in a scope.
+/// @cond
 
 template <>
 struct fmt::formatter<kincir::Uuid> : fmt::formatter<fmt::string_view> {
