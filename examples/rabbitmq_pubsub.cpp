@@ -1,6 +1,7 @@
 // RabbitMQ publish/subscribe: one publisher with confirms, two fan-out subscribers (each sees
 // every message) and a consumer group of two (each message goes to one member, settled with
-// acks). Needs a broker: rabbitmq_pubsub [amqp-uri] [messages]
+// acks); the connection recovers by itself if it is lost, and reports its state changes. Needs
+// a broker: rabbitmq_pubsub [amqp-uri] [messages]
 // (default amqp://guest:guest@localhost:5672).
 #include <kincir/rabbitmq.hpp>
 
@@ -17,6 +18,12 @@ int main(int argc, char** argv) {
   try {
     auto config = kincir::rabbitmq::RabbitMQConfig::for_testing();
     config.apply_uri(uri);
+    // Reconnection is on by default; this callback (on the connection's handler thread) only
+    // shows the state changes: connected, and recovering / recovered / failed after a loss.
+    config.recovery.on_state = [](const kincir::rabbitmq::RecoveryEvent& e) {
+      std::printf("connection %s%s%s\n", std::string(kincir::rabbitmq::to_string(e.state)).c_str(), e.error ? ": " : "",
+                  e.error ? e.error.message().c_str() : "");
+    };
     auto connection = kincir::rabbitmq::Connection::open(config);
     const std::string topic = "kincir.example." + kincir::Uuid::new_v4().to_string().substr(0, 8);
 

@@ -6,6 +6,7 @@
 // the loopback proxy of tests/support/fault_proxy.hpp.
 #include <kincir/rabbitmq/recovery.hpp>
 
+#include <kincir/rabbitmq/pool.hpp>        // a pooled publisher whose connection recovers
 #include <kincir/rabbitmq/publisher.hpp>   // RabbitMQPublisher
 #include <kincir/rabbitmq/subscriber.hpp>  // RabbitMQSubscriber
 
@@ -471,6 +472,31 @@ TEST_CASE("recovery off: a lost connection stays closed and unconfirmed publishe
   CHECK_FALSE(conn->is_open());
   CHECK_FALSE(conn->is_recovering());
   REQUIRE(eventually([&] { return events.last().state == RecoveryState::failed; }, 5s));
+}
+
+TEST_CASE("recovery: the pool keeps a publisher whose connection is being recovered", "[broker][recovery][pool]") {
+  auto direct = node();
+  kincir::test::FaultProxy proxy(direct.endpoints[0].port);
+  auto cfg = direct;
+  cfg.endpoints[0].port = proxy.port();
+  kincir::rabbitmq::RabbitMQConnectionPool pool(cfg, 1, 2000ms);
+  const std::string topic = fresh("pool-recovering");
+  std::shared_ptr<Connection> first;
+  {
+    auto p = pool.get_publisher();
+    p->publish(topic, Message(std::string("warm")));
+    first = p->connection();
+  }
+  proxy.set_refuse(true);
+  proxy.cut_all();
+  REQUIRE(eventually([&] { return first->is_recovering(); }, 5s));
+  auto p = pool.get_publisher();
+  CHECK(p->connection() == first);  // not dropped: it comes back
+  auto done = p->async_publish(topic, Message(std::string("through the outage")), asio::use_future);
+  proxy.set_refuse(false);
+  REQUIRE(done.wait_for(15s) == std::future_status::ready);
+  CHECK_NOTHROW(done.get());
+  CHECK(first->is_open());
 }
 
 }  // namespace recovery_test

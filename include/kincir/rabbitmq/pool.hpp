@@ -126,7 +126,7 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
       while (!idle_.empty()) {
         auto candidate = std::move(idle_.front());
         idle_.pop_front();
-        if (candidate->connection()->is_open()) {
+        if (usable(*candidate)) {
           p = std::move(candidate);
           break;
         }
@@ -134,6 +134,11 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
       }
     }
     return p;  // `broken` closes outside the lock
+  }
+
+  /// Open, or lost and being recovered (its publishes wait in its outage buffer meanwhile).
+  static bool usable(const RabbitMQPublisher& p) noexcept {
+    return p.connection()->is_open() || p.connection()->is_recovering();
   }
 
   /// Opens a publisher on a new connection (blocking: at most connect + handshake timeouts).
@@ -149,7 +154,7 @@ class PoolState : public std::enable_shared_from_this<PoolState> {
     std::shared_ptr<Waiter> next;
     {
       const std::lock_guard lock(mutex_);
-      if (p && !closed_ && p->connection()->is_open()) idle_.push_back(std::move(p));
+      if (p && !closed_ && usable(*p)) idle_.push_back(std::move(p));
       if (!waiters_.empty()) {
         next = std::move(waiters_.front());
         waiters_.pop_front();
