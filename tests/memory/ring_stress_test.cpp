@@ -25,6 +25,7 @@ using kincir::memory::RingOptions;
 using kincir::memory::WaitStatus;
 using kincir::test::AllocStats;
 using kincir::test::CountingAllocator;
+using kincir::test::Hinted;
 using kincir::test::Stalling;
 using kincir::test::Tracked;
 
@@ -51,19 +52,6 @@ constexpr int kProducerShift = 48;  // element = producer << 48 | index within t
 std::uint64_t value_of(std::uint64_t v) { return v; }
 std::uint64_t value_of(const Tracked& t) { return t.value; }
 
-/// A counted element that asks readers for prefetch hints (`detail::RingPrefetchable`): each hint
-/// reads the element a few slots ahead of the reader, which must be published, counted for it and
-/// alive (ThreadSanitizer sees any race with its producer or its last reader).
-struct Hinted {
-  Tracked tracked;
-  Hinted() noexcept = default;
-  explicit Hinted(std::uint64_t v) noexcept : tracked(v) {}
-};
-std::atomic<long> hint_count{0};
-void ring_prefetch(const Hinted& h) noexcept {
-  Tracked::check(h.tracked);
-  hint_count.fetch_add(1, std::memory_order_relaxed);
-}
 std::uint64_t value_of(const Hinted& h) { return h.tracked.value; }
 
 /// What one reader saw: per producer, the number of elements and whether they came in order.
@@ -301,11 +289,11 @@ TEST_CASE("Stress with prefetch hints: readers look ahead only at what they may 
   for (const Scenario& s : scenarios) {
     SECTION(describe(s)) {
       Tracked::reset_counts();
-      hint_count.store(0);
+      Hinted::hints.store(0);
       run<Hinted>(s, total);
       CHECK(Tracked::live == 0);
       CHECK(Tracked::errors == 0);  // no hint (nor anything else) saw a destroyed element
-      CHECK(hint_count.load() > 0);
+      CHECK(Hinted::hints.load() > 0);
     }
   }
 }

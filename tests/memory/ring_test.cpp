@@ -29,6 +29,7 @@ using kincir::memory::ProducerMode;
 using kincir::memory::PublishStatus;
 using kincir::memory::RingOptions;
 using kincir::memory::WaitStatus;
+using kincir::test::Hinted;
 using kincir::test::Tracked;
 using namespace std::chrono_literals;
 
@@ -72,17 +73,6 @@ std::vector<std::uint64_t> drain_tracked(Cursor& c) {
   return out;
 }
 
-/// An element that asks readers for prefetch hints (see `detail::RingPrefetchable`); every hint
-/// checks that it is given a live element.
-struct Hinted {
-  Tracked tracked;
-  explicit Hinted(std::uint64_t v) noexcept : tracked(v) {}
-};
-std::atomic<long> hints{0};
-void ring_prefetch(const Hinted& h) noexcept {
-  Tracked::check(h.tracked);
-  hints.fetch_add(1, std::memory_order_relaxed);
-}
 static_assert(kincir::memory::detail::RingPrefetchable<Hinted>);
 static_assert(!kincir::memory::detail::RingPrefetchable<Tracked>);
 
@@ -194,7 +184,7 @@ TEST_CASE("consume hands elements over in place: the last reader may move them",
 TEST_CASE("Readers prefetch ahead only elements they may look at", "[ring]") {
   const auto mode = GENERATE(ProducerMode::multi, ProducerMode::single);
   Tracked::reset_counts();
-  hints.store(0);
+  Hinted::hints.store(0);
   {
     RingOptions o;
     o.capacity = 1024;
@@ -224,7 +214,7 @@ TEST_CASE("Readers prefetch ahead only elements they may look at", "[ring]") {
     while (late.consume(1, [&](const Hinted& h) { late_seen.push_back(h.tracked.value); }) != 0) {
     }
     CHECK(late_seen == iota(300, 300));
-    CHECK(hints.load() > 0);
+    CHECK(Hinted::hints.load() > 0);
     CHECK(Tracked::live == 0);
   }
   CHECK(Tracked::errors == 0);

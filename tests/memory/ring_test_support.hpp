@@ -149,4 +149,18 @@ struct CountingAllocator {
   }
 };
 
+/// A counted element that asks readers for prefetch hints (`detail::RingPrefetchable`): each hint
+/// checks that it is given a live element (ThreadSanitizer sees any race with its producer or its
+/// last reader) and is counted in `hints`.
+struct Hinted {
+  static inline std::atomic<long> hints{0};
+  Tracked tracked;
+  Hinted() noexcept = default;
+  explicit Hinted(std::uint64_t v) noexcept : tracked(v) {}
+};
+inline void ring_prefetch(const Hinted& h) noexcept {
+  Tracked::check(h.tracked);
+  Hinted::hints.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace kincir::test
