@@ -10,7 +10,9 @@
 #   broker.sh restart DIR  starts the node again on its old data (after kill), waits for AMQP
 #
 # Ports (environment): KINCIR_RABBITMQ_PORT (AMQP, 5673), KINCIR_RABBITMQ_DIST_PORT (25673),
-# KINCIR_RABBITMQ_EPMD_PORT (4370). Works as root and as an ordinary user.
+# KINCIR_RABBITMQ_EPMD_PORT (4370). With KINCIR_RABBITMQ_TLS_PORT set, the node also listens for
+# TLS there, with a CA, a server certificate (for "localhost" only) and a client certificate that
+# openssl generates under DIR/tls. Works as root and as an ordinary user.
 set -euo pipefail
 
 cmd=${1:?usage: broker.sh start|stop|ctl|kill|restart DIR}
@@ -18,6 +20,7 @@ dir=${2:?usage: broker.sh start|stop|ctl|kill|restart DIR}
 amqp_port=${KINCIR_RABBITMQ_PORT:-5673}
 dist_port=${KINCIR_RABBITMQ_DIST_PORT:-25673}
 epmd_port=${KINCIR_RABBITMQ_EPMD_PORT:-4370}
+tls_port=${KINCIR_RABBITMQ_TLS_PORT:-}
 bin=/usr/lib/rabbitmq/bin
 
 node_env() {
@@ -64,6 +67,24 @@ stop_pid() {  # stop_pid FILE: SIGTERM the process (group) whose pid FILE holds,
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }
 
+make_certs() {  # make_certs DIR: a CA, a server certificate for localhost, a client certificate
+  local d=$1
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=kincir-test-ca
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 \
+      -extfile server.ext
+    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=kincir-client
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 \
+      -extfile client.ext
+    chmod 644 ./*.pem ./*.key
+  ) >"$d/openssl.log" 2>&1 || { echo "broker.sh: openssl failed:" >&2; cat "$d/openssl.log" >&2; exit 1; }
+}
+
 start() {
   if [ ! -x "$bin/rabbitmq-server" ]; then
     echo "broker.sh: rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)" >&2
@@ -72,7 +93,7 @@ start() {
   # A node left over from an interrupted run in this directory goes first.
   stop_pid "$dir/node.pid"
   stop_pid "$dir/epmd.pid"
-  for p in "$amqp_port" "$dist_port" "$epmd_port"; do
+  for p in "$amqp_port" "$dist_port" "$epmd_port" $tls_port; do
     if ! port_free "$p"; then
       echo "broker.sh: port $p on 127.0.0.1 is already in use; set KINCIR_RABBITMQ_PORT," \
            "KINCIR_RABBITMQ_DIST_PORT or KINCIR_RABBITMQ_EPMD_PORT to free ports" >&2
@@ -91,6 +112,17 @@ loopback_users = none
 log.console = false
 log.file.level = warning
 CONF
+  if [ -n "$tls_port" ]; then
+    make_certs "$dir/tls"
+    cat >>"$dir/rabbitmq.conf" <<CONF
+listeners.ssl.1 = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  fi
   node_env
   # epmd in the foreground (no -daemon) so that its pid is ours to stop.
   setsid epmd -address 127.0.0.1 -port "$epmd_port" </dev/null >"$dir/log/epmd.log" 2>&1 &

@@ -101,7 +101,8 @@ TEST_CASE("AMQP URI: errors name the bad part and never the password", "[unit][u
   const std::pair<const char*, const char*> cases[] = {
       {"http://host", "unknown scheme 'http'"},
       {"host:5672", "missing scheme"},
-      {"amqps://host", "amqps"},
+      {"amqps://host?verify=maybe", "bad verify 'maybe'"},
+      {"amqp://host?cacertfile=ca.pem", "unknown query parameter 'cacertfile'"},
       {"amqp://user:secret@host:99999", "bad port '99999'"},
       {"amqp://user:secret@host:", "empty port"},
       {"amqp://user:secret@host:12ab", "bad port '12ab'"},

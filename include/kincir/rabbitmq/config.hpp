@@ -67,6 +67,22 @@ struct TopologyConfig {
   bool declare = true;
 };
 
+/// TLS for `amqps://`. The I/O layer speaks TLS only when kincir's users define
+/// `KINCIR_RABBITMQ_TLS=1` and link OpenSSL (`OpenSSL::SSL`); otherwise a TLS connection fails
+/// with `errc::tls_unavailable`.
+struct TlsConfig {
+  bool enabled = false;
+  /// Verify the broker's certificate chain and that it names the host (on by default).
+  bool verify_peer = true;
+  /// CA certificates (PEM) to verify against; empty: the system's default paths.
+  std::string ca_file;
+  /// A client certificate chain and its private key (PEM), for brokers that ask for one.
+  std::string cert_file;
+  std::string key_file;
+  /// The name sent as SNI and checked against the certificate; empty: the endpoint's host.
+  std::string server_name;
+};
+
 /// Everything a connection, a publisher and a subscriber need. Start from a preset or from
 /// `from_uri`, then adjust fields.
 struct RabbitMQConfig {
@@ -118,6 +134,9 @@ struct RabbitMQConfig {
   /// Automatic reconnection, what publishers keep while the connection is down, the state
   /// callback (see `RecoveryConfig`).
   RecoveryConfig recovery;
+
+  /// TLS (`amqps://`).
+  TlsConfig tls;
 
   /// Defaults: localhost:5672, guest/guest, vhost "/", heartbeat 60 s, confirms on, prefetch 1000.
   [[nodiscard]] static RabbitMQConfig with_default_config() { return {}; }
@@ -179,8 +198,10 @@ struct RabbitMQConfig {
   /// - no path means vhost "/", an empty path ("amqp://host/") the empty vhost, and a vhost
   ///   containing "/" must be encoded (`%2f`);
   /// - query keys: `heartbeat` (seconds, 0 = off), `connection_timeout` (milliseconds),
-  ///   `frame_max`, `channel_max`, `connection_name`; other keys are errors.
-  /// `amqps` (TLS) is not supported yet. On error `ec` is `errc::invalid_uri`, `*why` (if given)
+  ///   `frame_max`, `channel_max`, `connection_name`; with `amqps` (TLS, port 5671 by default)
+  ///   also `cacertfile`, `certfile`, `keyfile`, `verify` (`verify_peer` or `verify_none`) and
+  ///   `server_name_indication`; other keys are errors.
+  /// On error `ec` is `errc::invalid_uri`, `*why` (if given)
   /// names the bad part (never the password), and the config is unchanged.
   void apply_uri(std::string_view uri, std::error_code& ec, std::string* why = nullptr);
   void apply_uri(std::string_view uri) {
@@ -266,8 +287,9 @@ KINCIR_DECL void RabbitMQConfig::apply_uri(std::string_view uri, std::error_code
   const auto scheme_end = uri.find("://");
   if (scheme_end == std::string_view::npos) return fail("missing scheme (expected amqp://)");
   const std::string_view scheme = uri.substr(0, scheme_end);
-  if (scheme == "amqps") return fail("scheme amqps (TLS) is not supported");
-  if (scheme != "amqp") return fail("unknown scheme '" + std::string(scheme) + "' (expected amqp)");
+  if (scheme != "amqp" && scheme != "amqps")
+    return fail("unknown scheme '" + std::string(scheme) + "' (expected amqp or amqps)");
+  const bool tls = scheme == "amqps";
   std::string_view rest = uri.substr(scheme_end + 3);
 
   std::string_view query;
@@ -286,7 +308,9 @@ KINCIR_DECL void RabbitMQConfig::apply_uri(std::string_view uri, std::error_code
   }
 
   RabbitMQConfig next = *this;
+  next.tls.enabled = tls;
   Endpoint endpoint;
+  if (tls) endpoint.port = 5671;
   std::string_view hostport = authority;
   if (const auto at = authority.rfind('@'); at != std::string_view::npos) {
     const std::string_view userinfo = authority.substr(0, at);
@@ -367,6 +391,18 @@ KINCIR_DECL void RabbitMQConfig::apply_uri(std::string_view uri, std::error_code
       next.connection.channel_max = static_cast<std::uint16_t>(n);
     } else if (key == "connection_name") {
       next.connection.connection_name = value;
+    } else if (tls && key == "cacertfile") {
+      next.tls.ca_file = value;
+    } else if (tls && key == "certfile") {
+      next.tls.cert_file = value;
+    } else if (tls && key == "keyfile") {
+      next.tls.key_file = value;
+    } else if (tls && key == "server_name_indication") {
+      next.tls.server_name = value;
+    } else if (tls && key == "verify") {
+      if (value != "verify_peer" && value != "verify_none")
+        return fail("bad verify '" + value + "' (verify_peer or verify_none)");
+      next.tls.verify_peer = value == "verify_peer";
     } else {
       return fail("unknown query parameter '" + std::string(key) + "'");
     }
@@ -376,7 +412,7 @@ KINCIR_DECL void RabbitMQConfig::apply_uri(std::string_view uri, std::error_code
 }
 
 KINCIR_DECL std::string RabbitMQConfig::to_string() const {
-  std::string out = "amqp://";
+  std::string out = tls.enabled ? "amqps://" : "amqp://";
   out += detail::percent_encode(connection.username);
   out += ":****@";
   for (std::size_t i = 0; i < endpoints.size(); ++i) {
@@ -396,6 +432,7 @@ KINCIR_DECL std::string RabbitMQConfig::to_string() const {
     case amqp::HeartbeatSetting::Kind::server_default: out += "server default"; break;
     case amqp::HeartbeatSetting::Kind::seconds: out += std::to_string(connection.heartbeat.interval) + " s"; break;
   }
+  if (tls.enabled) out += tls.verify_peer ? ", TLS verified" : ", TLS NOT verified";
   out += ", confirms ";
   out += confirms ? "on" : "off";
   out += ", prefetch ";

@@ -38,6 +38,9 @@
 #include <asio/strand.hpp>               // the connection's strand
 #include <asio/thread_pool.hpp>          // the handler executor
 #include <asio/write.hpp>                // asio::async_write (gathered)
+#if KINCIR_RABBITMQ_TLS
+#include <asio/ssl.hpp>  // amqps: TLS over the socket (link OpenSSL)
+#endif
 
 #include <algorithm>           // std::max
 #include <atomic>              // open/blocked flags read from any thread
@@ -280,6 +283,18 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
 
   void start(std::function<void(std::error_code)> done) {
     open_done_ = std::move(done);
+    if (config_.tls.enabled) {
+#if KINCIR_RABBITMQ_TLS
+      std::string why;
+      const std::error_code ec = make_tls_context(why);
+      if (ec) {
+        conn_.diagnostics.assign(why);  // what set_error reports as the text
+        return fail(ec);
+      }
+#else
+      return fail(errc::tls_unavailable);
+#endif
+    }
     connect_endpoint(0);
   }
 
@@ -368,7 +383,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
                               self->on_strand([self, i, attempt](std::error_code cec, const asio::ip::tcp::endpoint&) {
                                 if (attempt != self->attempt_ || self->phase_ != Phase::connecting) return;
                                 if (cec) return self->next_endpoint(i, cec);
-                                self->connected();
+                                self->connected(i);
                               }));
         }));
   }
@@ -380,7 +395,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     connect_endpoint(i + 1);
   }
 
-  void connected() {
+  void connected(std::size_t endpoint) {
     deadline_.cancel();
     std::error_code ignored;
     socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
@@ -389,12 +404,82 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     deadline_.expires_after(config_.handshake_timeout);
     deadline_.async_wait(on_strand([self = shared_from_this()](std::error_code ec) {
       if (ec || self->phase_ != Phase::handshake) return;
+      if (!self->handshake_) return self->fail(errc::handshake_timeout);  // still in TLS
       self->drive_handshake(amqp::Event::timeout());
     }));
+#if KINCIR_RABBITMQ_TLS
+    if (config_.tls.enabled) return tls_handshake(config_.endpoints[endpoint].host);
+#else
+    (void)endpoint;
+#endif
+    amqp_handshake();
+  }
+
+  void amqp_handshake() {
     handshake_.emplace();
     start_read();
     drive_handshake(amqp::Event::start());
   }
+
+#if KINCIR_RABBITMQ_TLS
+  /// The TLS context of every attempt: verification, CA file, client certificate.
+  std::error_code make_tls_context(std::string& why) {
+    const TlsConfig& t = config_.tls;
+    tls_context_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    std::error_code ec;
+    tls_context_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                                  asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                                  asio::ssl::context::no_tlsv1_1,
+                              ec);
+    if (t.verify_peer) {
+      tls_context_->set_verify_mode(asio::ssl::verify_peer, ec);
+      if (t.ca_file.empty())
+        tls_context_->set_default_verify_paths(ec);
+      else
+        tls_context_->load_verify_file(t.ca_file, ec);
+      if (ec) {
+        why = "cannot load the CA certificates '" + t.ca_file + "': " + ec.message();
+        return ec;
+      }
+    } else {
+      tls_context_->set_verify_mode(asio::ssl::verify_none, ec);
+    }
+    if (!t.cert_file.empty()) {
+      tls_context_->use_certificate_chain_file(t.cert_file, ec);
+      if (ec) {
+        why = "cannot load the client certificate '" + t.cert_file + "': " + ec.message();
+        return ec;
+      }
+      tls_context_->use_private_key_file(t.key_file.empty() ? t.cert_file : t.key_file, asio::ssl::context::pem, ec);
+      if (ec) {
+        why = "cannot load the client key '" + (t.key_file.empty() ? t.cert_file : t.key_file) + "': " + ec.message();
+        return ec;
+      }
+    }
+    return {};
+  }
+
+  /// TLS over the connected socket: SNI and host name check with the configured name or the
+  /// endpoint's host, then the AMQP handshake inside it.
+  void tls_handshake(const std::string& host) {
+    const std::string& name = config_.tls.server_name.empty() ? host : config_.tls.server_name;
+    tls_.emplace(socket_, *tls_context_);
+    // SNI is for host names only, not IP literals.
+    std::error_code parse_error;
+    (void)asio::ip::make_address(name, parse_error);
+    if (parse_error) SSL_set_tlsext_host_name(tls_->native_handle(), name.c_str());  // NOLINT: OpenSSL macro
+    if (config_.tls.verify_peer) tls_->set_verify_callback(asio::ssl::host_name_verification(name));
+    tls_->async_handshake(asio::ssl::stream_base::client,
+                          on_strand([self = shared_from_this(), epoch = epoch_](std::error_code ec) {
+                            if (epoch != self->epoch_ || self->phase_ != Phase::handshake) return;
+                            if (ec) {
+                              self->conn_.diagnostics.assign("TLS handshake: " + ec.message());
+                              return self->fail(ec);
+                            }
+                            self->amqp_handshake();
+                          }));
+  }
+#endif
 
   void drive_handshake(amqp::Event ev) {
     for (;;) {
@@ -489,6 +574,9 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     failed_ = clean_close_ = close_after_write_ = finalize_after_write_ = false;
     handshake_.reset();
     close_.reset();
+#if KINCIR_RABBITMQ_TLS
+    tls_.reset();  // a TLS session does not survive its socket
+#endif
     last_connect_error_.clear();
     phase_ = Phase::connecting;
     connect_endpoint(0);
@@ -532,10 +620,14 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   void start_read() {
     if (!socket_.is_open()) return;
     if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
-    socket_.async_read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
-                            on_strand([self = shared_from_this(), epoch = epoch_](std::error_code ec, std::size_t n) {
-                              if (epoch == self->epoch_) self->on_read(ec, n);
-                            }));
+    auto done = on_strand([self = shared_from_this(), epoch = epoch_](std::error_code ec, std::size_t n) {
+      if (epoch == self->epoch_) self->on_read(ec, n);
+    });
+    const auto buffer = asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_);
+#if KINCIR_RABBITMQ_TLS
+    if (tls_) return tls_->async_read_some(buffer, std::move(done));
+#endif
+    socket_.async_read_some(buffer, std::move(done));
   }
 
   void on_read(std::error_code ec, std::size_t n) {
@@ -779,9 +871,11 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     for (const auto& b : writing_)
       b.for_each_buffer([this](std::span<const std::uint8_t> s) { iov_.emplace_back(s.data(), s.size()); });
     write_in_progress_ = true;
-    asio::async_write(socket_, iov_, on_strand([self = shared_from_this()](std::error_code ec, std::size_t) {
-                        self->on_written(ec);
-                      }));
+    auto done = on_strand([self = shared_from_this()](std::error_code ec, std::size_t) { self->on_written(ec); });
+#if KINCIR_RABBITMQ_TLS
+    if (tls_) return asio::async_write(*tls_, iov_, std::move(done));
+#endif
+    asio::async_write(socket_, iov_, std::move(done));
   }
 
   void on_written(std::error_code ec) {
@@ -814,6 +908,10 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   asio::steady_timer heartbeat_timer_;
   asio::steady_timer retry_timer_;
   amqp::ConnectionState conn_;
+#if KINCIR_RABBITMQ_TLS
+  std::unique_ptr<asio::ssl::context> tls_context_;
+  std::optional<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;  // per attempt, over socket_
+#endif
   std::optional<amqp::HandshakeAlgo> handshake_;
   std::optional<amqp::CloseAlgo> close_;
   Phase phase_ = Phase::connecting;

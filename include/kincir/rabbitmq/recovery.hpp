@@ -102,7 +102,8 @@ struct RecoveryConfig {
 /// Whether losing a connection for `ec` is worth a reconnect: I/O errors, timeouts, missed
 /// heartbeats, an end of stream, and the broker's `connection-forced` (320, e.g. a restart or
 /// `rabbitmqctl close_connection`) and `internal-error` (541). Not: a refused login (403), a vhost
-/// that is not allowed (530), a missing vhost (402) or a protocol error, which would fail again.
+/// that is not allowed (530), a missing vhost (402), a protocol error or a TLS error (a certificate
+/// that failed verification), which would fail again.
 [[nodiscard]] inline bool is_recoverable(std::error_code ec) noexcept {
   if (!ec) return false;
   if (ec.category() == reply_category()) {
@@ -119,6 +120,9 @@ struct RecoveryConfig {
       default: return false;
     }
   }
+  // A certificate the broker's TLS layer refused (or we refused) stays refused; a TLS stream cut
+  // short ("asio.ssl.stream") is a network error like any other.
+  if (std::string_view(ec.category().name()) == "asio.ssl") return false;
   return true;  // socket and resolver errors
 }
 

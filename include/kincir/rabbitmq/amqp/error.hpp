@@ -92,6 +92,9 @@ enum class errc {
   /// The delivery came on a channel that has since been reopened (after a connection or channel
   /// recovery): its tag means nothing to the broker, which redelivers the message.
   stale_delivery,
+  /// TLS (`amqps`) was asked for, but kincir was compiled without it (define
+  /// `KINCIR_RABBITMQ_TLS=1` and link OpenSSL).
+  tls_unavailable,
 };
 
 /// The category of `errc`; its name is "kincir.rabbitmq".
@@ -135,6 +138,7 @@ class error_category_impl final : public std::error_category {
       case errc::connection_blocked: return "connection blocked by the broker";
       case errc::publish_buffer_full: return "connection down and the publisher's outage buffer is full";
       case errc::connection_recovering: return "connection still down (recovering) at the publish deadline";
+      case errc::tls_unavailable: return "TLS requested, but kincir was built without KINCIR_RABBITMQ_TLS";
       case errc::stale_delivery: return "delivery from before the channel was reopened (the broker redelivers it)";
     }
     return "unknown kincir.rabbitmq error";
