@@ -21,8 +21,8 @@
 using namespace std::chrono_literals;
 using kincir::AsyncMessageProcessor;
 using kincir::Message;
-using kincir::test::text_message;
 using kincir::test::numbered;
+using kincir::test::text_message;
 
 namespace {
 

@@ -22,10 +22,10 @@ using namespace std::chrono_literals;
 using kincir::BatchPublisher;
 using kincir::BatchPublisherOptions;
 using kincir::Message;
-using kincir::test::RecordingPublisher;
-using kincir::test::text_message;
 using kincir::test::numbered;
 using kincir::test::payloads_of;
+using kincir::test::RecordingPublisher;
+using kincir::test::text_message;
 
 namespace {
 
