@@ -5,13 +5,16 @@
 // A fixture is a default-constructible type with:
 //   static constexpr std::string_view kName;
 //   static constexpr kincir::test::BackendFeatures kFeatures;
+//   static constexpr kincir::test::KnownDefects kDefects;
 //   using publisher_type = ...;   // models kincir::Publisher
 //   using subscriber_type = ...;  // models kincir::AckSubscriber, subscribe(topic, group[, ec])
 //   publisher_type publisher();
 //   subscriber_type subscriber();
 //   std::string topic(std::string_view stem);  // a name no other test uses
 //   void shutdown();                           // closes the broker (or connection) under the clients
-//   void reconnect();                          // drops and restores the connection (kFeatures.reconnect)
+//   bool reconnect();  // drops the connection, waits until it is restored (kFeatures.reconnect)
+//
+// The fixtures: MemoryBackend below; RabbitMQBackend in rabbitmq_backend.hpp (needs a broker).
 #pragma once
 
 #include <kincir/memory/broker.hpp>
@@ -39,10 +42,24 @@ struct BackendFeatures {
   bool requeue = false;
   /// Handles report the delivery count (2 on the first redelivery).
   bool delivery_count = false;
-  /// A subscriber receives messages published to its topic before it subscribed.
+  /// A group's subscriber receives what was published to the topic while no member was
+  /// subscribed, once the group had subscribed before (a broker that keeps the group's queue).
   bool receives_before_subscribe = false;
   /// The client reconnects after the connection drops.
   bool reconnect = false;
+};
+
+/// Conformance cases a backend is known to fail, each described by the defect (symptom, where it
+/// lies); empty when there is none. The case warns with the description and checks what it still
+/// can (or is skipped): a known defect is never silent, and fixing it means emptying the field.
+struct KnownDefects {
+  /// `shutdown()` ends receiving with an error, but a router over the backend does not recognise
+  /// it as the end of the subscription and keeps polling instead of ending `run()`.
+  std::string_view router_ignores_shutdown;
+  /// A router that closed leaves its subscriber consuming: messages the broker sends it
+  /// meanwhile (its prefetch) wait unhandled until the subscriber unsubscribes or is destroyed,
+  /// instead of going to the other members of its group.
+  std::string_view router_close_keeps_consuming;
 };
 
 /// kincir's in-memory broker, one per fixture.
@@ -56,6 +73,7 @@ class MemoryBackend {
                                              .delivery_count = true,
                                              .receives_before_subscribe = false,
                                              .reconnect = false};
+  static constexpr KnownDefects kDefects{};
   using publisher_type = memory::InMemoryPublisher;
   using subscriber_type = memory::InMemoryAckSubscriber;
 
@@ -68,7 +86,7 @@ class MemoryBackend {
     return std::string(stem) + "-" + std::to_string(next.fetch_add(1));
   }
   void shutdown() { broker_->shutdown(); }
-  void reconnect() {}
+  bool reconnect() { return false; }
 
  private:
   std::shared_ptr<memory::InMemoryBroker> broker_;
