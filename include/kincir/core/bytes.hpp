@@ -12,8 +12,8 @@
 #include <span>         // std::span views
 #include <string>       // std::string adoption
 #include <string_view>  // std::string_view views
-#include <type_traits>  // std::is_lvalue_reference_v
-#include <utility>      // std::exchange, std::move, std::forward
+#include <type_traits>  // std::is_lvalue_reference_v, std::remove_cvref_t
+#include <utility>      // std::exchange, std::move, std::forward, std::pair
 #include <vector>       // std::vector adoption
 
 namespace kincir {
@@ -27,12 +27,78 @@ struct BytesControl {
   void (*destroy)(BytesControl*) noexcept;
 };
 
+/// A slab of one-line cells for the shared owners of adopted containers. A thread carves cells
+/// from its current slab in order; each owner's release, on any thread, counts one down, and the
+/// last one frees the slab. One allocation and one `free()` per `kCells` adopted payloads instead
+/// of one per payload, and an owner per cache line (owners of different payloads never share one).
+/// The cost: a slab lives as long as the longest-lived payload carved from it.
+struct alignas(kCacheLineSize) ControlSlab {
+  static constexpr std::uint32_t kCells = 31;
+  struct alignas(kCacheLineSize) Cell {
+    std::byte bytes[kCacheLineSize];
+  };
+
+  std::atomic<std::uint32_t> live{kCells};  ///< Cells not yet released (carved or not).
+  Cell cells[kCells];
+
+  /// Releases `n` cells; the last release frees the slab. acq_rel: every owner's use of its cell
+  /// happens before the free.
+  void release(std::uint32_t n) noexcept {
+    if (live.fetch_sub(n, std::memory_order_acq_rel) == n) delete this;
+  }
+};
+
+/// A thread's current slab. Released at thread exit (its cells not yet carved).
+class ControlCarver {
+ public:
+  ControlCarver() noexcept = default;
+  ControlCarver(const ControlCarver&) = delete;
+  ControlCarver& operator=(const ControlCarver&) = delete;
+  ~ControlCarver() {
+    // A slab whose cells are all carved belongs to their owners alone (it may be gone already).
+    if (slab_ != nullptr && next_ != ControlSlab::kCells) {
+      std::exchange(slab_, nullptr)->release(ControlSlab::kCells - next_);
+    }
+  }
+
+  /// A cell for an owner, and its slab. @throws std::bad_alloc if a new slab cannot be allocated.
+  std::pair<void*, ControlSlab*> take() {
+    if (slab_ == nullptr || next_ == ControlSlab::kCells) {
+      slab_ = new ControlSlab;  // a full one is left to its owners, who free it
+      next_ = 0;
+    }
+    return {slab_->cells[next_++].bytes, slab_};
+  }
+
+  static ControlCarver& mine() noexcept {
+    thread_local ControlCarver carver;
+    return carver;
+  }
+
+ private:
+  ControlSlab* slab_ = nullptr;
+  std::uint32_t next_ = 0;
+};
+
 template <class Container>
 struct AdoptedBytes final : BytesControl {
   Container storage;
+  ControlSlab* slab;
 
-  explicit AdoptedBytes(Container&& c) noexcept : storage(std::move(c)) {
-    destroy = [](BytesControl* self) noexcept { delete static_cast<AdoptedBytes*>(self); };
+  static AdoptedBytes* create(Container&& c) {
+    static_assert(sizeof(AdoptedBytes) <= sizeof(ControlSlab::Cell), "an owner fits one cell");
+    const auto [cell, owner] = ControlCarver::mine().take();
+    return ::new (cell) AdoptedBytes(std::move(c), owner);
+  }
+
+ private:
+  AdoptedBytes(Container&& c, ControlSlab* owner) noexcept : storage(std::move(c)), slab(owner) {
+    destroy = [](BytesControl* self) noexcept {
+      auto* adopted = static_cast<AdoptedBytes*>(self);
+      ControlSlab* s = adopted->slab;
+      adopted->~AdoptedBytes();
+      s->release(1);
+    };
   }
 };
 
@@ -211,7 +277,7 @@ class Bytes {
       const Container consumed(std::forward<Container>(c));  // left empty, as adoption leaves it
       return Bytes(copy->bytes(), consumed.size(), copy);
     }
-    auto* control = new detail::AdoptedBytes<Container>(std::forward<Container>(c));
+    auto* control = detail::AdoptedBytes<std::remove_cvref_t<Container>>::create(std::forward<Container>(c));
     return Bytes(reinterpret_cast<const std::uint8_t*>(control->storage.data()), control->storage.size(), control);
   }
 
