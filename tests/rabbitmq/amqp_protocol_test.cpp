@@ -319,6 +319,29 @@ TEST_CASE("handshake: header, start/start-ok, tune/tune-ok, open/open-ok", "[amq
   c.check_network_errors(make_handshake, make_connection);
 }
 
+TEST_CASE("handshake: SASL EXTERNAL sends no credentials", "[amqp][connection]") {
+  auto config = test_config();
+  config.mechanism = amqp::SaslMechanism::external;
+  auto check = [](const ByteVector& written) {
+    const amqp::ConnectionStartOk ok = decode_start_ok(written);
+    CHECK(ok.mechanism == "EXTERNAL");
+    CHECK(ok.response.empty());
+  };
+  amqp::test::Conversation conv;
+  conv.expect_write(protocol_header())
+      .expect_read(amqp::test::method_frame(0, server_start("PLAIN AMQPLAIN EXTERNAL")))
+      .expect_write_matching(check)
+      .expect_read(amqp::test::method_frame(0, server_tune()))
+      .expect_write(tune_ok_and_open(2047, 131072, 30))
+      .expect_read(amqp::test::method_frame(0, amqp::ConnectionOpenOk{}));
+  conv.check(make_handshake, [&config] { return amqp::ConnectionState(config); });
+
+  amqp::test::Conversation without;
+  without.expect_write(protocol_header()).expect_read(amqp::test::method_frame(0, server_start("PLAIN AMQPLAIN")));
+  without.check(
+      make_handshake, [&config] { return amqp::ConnectionState(config); }, errc::unsupported_mechanism);
+}
+
 TEST_CASE("handshake ignores heartbeats before open-ok", "[amqp][connection]") {
   auto c = handshake_until_tune();
   c.expect_read(amqp::test::method_frame(0, server_tune()))
@@ -471,6 +494,20 @@ TEST_CASE("open connection: server close, blocked, heartbeats", "[amqp][connecti
     return amqp::resume(st, Event::received(frames[0]));
   };
 
+  SECTION("update-secret: sent on channel 0, the password follows, update-secret-ok reported") {
+    std::error_code ec;
+    amqp::update_secret(st, "new-token", "expiring", ec);
+    REQUIRE_FALSE(ec);
+    amqp::ConnectionUpdateSecret expected;
+    expected.new_secret = "new-token";
+    expected.reason = "expiring";
+    CHECK(st.out.flatten() == amqp::test::method_frame(0, expected));
+    CHECK(st.config.password == "new-token");
+    CHECK(feed(amqp::test::method_frame(0, amqp::ConnectionUpdateSecretOk{})).kind == Kind::secret_updated);
+    st.phase = amqp::ConnectionPhase::closed;
+    amqp::update_secret(st, "other", "", ec);
+    CHECK(ec == errc::invalid_state);
+  }
   SECTION("blocked and unblocked") {
     amqp::ConnectionBlocked blocked;
     blocked.reason = "low on memory";

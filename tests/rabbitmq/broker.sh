@@ -12,7 +12,8 @@
 # Ports (environment): KINCIR_RABBITMQ_PORT (AMQP, 5673), KINCIR_RABBITMQ_DIST_PORT (25673),
 # KINCIR_RABBITMQ_EPMD_PORT (4370). With KINCIR_RABBITMQ_TLS_PORT set, the node also listens for
 # TLS there, with a CA, a server certificate (for "localhost" only) and a client certificate that
-# openssl generates under DIR/tls. Works as root and as an ordinary user.
+# openssl generates under DIR/tls, and SASL EXTERNAL (rabbitmq_auth_mechanism_ssl, the user named
+# by the certificate's common name). Works as root and as an ordinary user.
 set -euo pipefail
 
 cmd=${1:?usage: broker.sh start|stop|ctl|kill|restart DIR}
@@ -121,7 +122,13 @@ ssl_options.certfile = $dir/tls/server.pem
 ssl_options.keyfile = $dir/tls/server.key
 ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+ssl_cert_login_from = common_name
 CONF
+    # SASL EXTERNAL: the user is the client certificate's common name.
+    echo "[rabbitmq_auth_mechanism_ssl]." >"$dir/enabled_plugins"
   fi
   node_env
   # epmd in the foreground (no -daemon) so that its pid is ours to stop.

@@ -382,6 +382,37 @@ TEST_CASE("recovery: a refused login during recovery fails clearly, without a lo
   CHECK(conn->server_message().find("first-secret") == std::string::npos);
 }
 
+TEST_CASE("update-secret: new credentials for an open connection, used by its recovery", "[broker][recovery]") {
+  const std::string user = fresh("kincir-secret");
+  ctl("add_user " + user + " token-1");
+  ctl("set_permissions -p / " + user + " '.*' '.*' '.*'");
+  struct Cleanup {
+    std::string user;
+    ~Cleanup() { ctl("delete_user " + user); }
+  } cleanup{user};
+
+  auto direct = node();
+  kincir::test::FaultProxy proxy(direct.endpoints[0].port);
+  auto cfg = direct;
+  cfg.endpoints[0].port = proxy.port();
+  cfg.connection.username = user;
+  cfg.connection.password = "token-1";
+  auto conn = Connection::open(cfg);
+  ctl("change_password " + user + " token-2");  // the token expires; a new one is issued
+  std::error_code ec;
+  conn->update_secret("token-2", "token refreshed", ec);
+  INFO(ec.message() << " / " << conn->server_message());
+  REQUIRE_FALSE(ec);
+  CHECK(conn->is_open());
+  CHECK(conn->server_message().find("token") == std::string::npos);
+
+  proxy.cut_all();  // the reconnection logs in with the new secret
+  REQUIRE(eventually([&] { return conn->recovery_stats().recovered == 1 || conn->recovery_stats().failed == 1; }, 15s));
+  CHECK(conn->recovery_stats().recovered == 1);
+  RabbitMQPublisher pub(conn);
+  CHECK_NOTHROW(pub.publish(fresh("secret"), Message(std::string("x"))));
+}
+
 TEST_CASE("recovery: a channel error recovers that channel only", "[broker][recovery]") {
   auto conn = Connection::open(node());
   const std::string topic = fresh("channel");

@@ -6,13 +6,14 @@
 #include <kincir/rabbitmq/publisher.hpp>   // RabbitMQPublisher
 #include <kincir/rabbitmq/subscriber.hpp>  // RabbitMQSubscriber
 
-#include <array>    // ctl output
-#include <chrono>   // deadlines
-#include <cstdio>   // popen
-#include <cstdlib>  // std::getenv
-#include <sstream>  // ctl output lines
-#include <string>   // names
-#include <thread>   // polling
+#include <array>       // ctl output
+#include <chrono>      // deadlines
+#include <cstdio>      // popen
+#include <cstdlib>     // std::getenv
+#include <functional>  // cleanup
+#include <sstream>     // ctl output lines
+#include <string>      // names
+#include <thread>      // polling
 
 #include "support/catch.hpp"
 
@@ -50,6 +51,17 @@ std::string open_error(const RabbitMQConfig& c) {
     return e.what();
   }
   return {};
+}
+
+/// rabbitmqctl list_connections shows a connection of `user`.
+bool ctl_output_has_user(const std::string& ctl, const std::string& user) {
+  std::string out;
+  FILE* p = popen((ctl + " list_connections -q user 2>&1").c_str(), "r");  // NOLINT(cert-env33-c)
+  if (p == nullptr) return false;
+  std::array<char, 512> buf{};
+  while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) out += buf.data();
+  pclose(p);
+  return out.find(user) != std::string::npos;
 }
 
 int close_connections_named(const std::string& name) {
@@ -157,6 +169,40 @@ TEST_CASE("tls: a connection recovers over TLS", "[broker][tls][recovery]") {
   auto m = sub.receive_for(5s);
   REQUIRE(m);
   CHECK(std::string(m->payload.view()) == "after");
+}
+
+TEST_CASE("tls: SASL EXTERNAL logs in as the client certificate's common name", "[broker][tls][external]") {
+  const std::string ctl = env("KINCIR_RABBITMQ_CTL");
+  const auto run = [&ctl](const std::string& args) {
+    return std::system((ctl + " " + args + " >/dev/null 2>&1").c_str());  // NOLINT(cert-env33-c,concurrency-mt-unsafe)
+  };
+  // The certificate's CN; its password is never used.
+  REQUIRE(run("add_user kincir-client " + kincir::Uuid::new_v4().to_string()) == 0);
+  struct Cleanup {
+    std::function<int(const std::string&)> run;
+    ~Cleanup() { run("delete_user kincir-client"); }
+  } cleanup{run};
+  REQUIRE(run("set_permissions -p / kincir-client '.*' '.*' '.*'") == 0);
+
+  const std::string with_cert =
+      "cacertfile=" + cert("ca.pem") + "&certfile=" + cert("client.pem") + "&keyfile=" + cert("client.key");
+  auto cfg = tls_config("localhost", with_cert + "&auth_mechanism=external");
+  cfg.connection.username = "ignored";
+  cfg.connection.password = "never-sent";
+  CHECK(cfg.connection.mechanism == kincir::rabbitmq::amqp::SaslMechanism::external);
+  auto conn = Connection::open(cfg);
+  const std::string topic = "external." + kincir::Uuid::new_v4().to_string().substr(0, 8);
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic);
+  RabbitMQPublisher pub(conn);
+  pub.publish(topic, Message(std::string("as kincir-client")));
+  REQUIRE(sub.receive_for(5s));
+  CHECK(ctl_output_has_user(ctl, "kincir-client"));
+
+  // Without a client certificate there is no identity: refused.
+  std::error_code ec;
+  Connection::open(tls_config("localhost", "cacertfile=" + cert("ca.pem") + "&auth_mechanism=external"), ec);
+  CHECK(ec);
 }
 
 #else

@@ -198,7 +198,8 @@ struct RabbitMQConfig {
   /// - no path means vhost "/", an empty path ("amqp://host/") the empty vhost, and a vhost
   ///   containing "/" must be encoded (`%2f`);
   /// - query keys: `heartbeat` (seconds, 0 = off), `connection_timeout` (milliseconds),
-  ///   `frame_max`, `channel_max`, `connection_name`; with `amqps` (TLS, port 5671 by default)
+  ///   `frame_max`, `channel_max`, `connection_name`, `auth_mechanism` (`plain` or `external`:
+  ///   the TLS client certificate's identity); with `amqps` (TLS, port 5671 by default)
   ///   also `cacertfile`, `certfile`, `keyfile`, `verify` (`verify_peer` or `verify_none`) and
   ///   `server_name_indication`; other keys are errors.
   /// On error `ec` is `errc::invalid_uri`, `*why` (if given)
@@ -399,6 +400,10 @@ KINCIR_DECL void RabbitMQConfig::apply_uri(std::string_view uri, std::error_code
       next.tls.key_file = value;
     } else if (tls && key == "server_name_indication") {
       next.tls.server_name = value;
+    } else if (key == "auth_mechanism") {
+      if (value != "plain" && value != "external")
+        return fail("bad auth_mechanism '" + value + "' (plain or external)");
+      next.connection.mechanism = value == "external" ? amqp::SaslMechanism::external : amqp::SaslMechanism::plain;
     } else if (tls && key == "verify") {
       if (value != "verify_peer" && value != "verify_none")
         return fail("bad verify '" + value + "' (verify_peer or verify_none)");

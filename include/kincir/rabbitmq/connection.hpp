@@ -300,6 +300,29 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
 
   void async_open_channel(ChannelEvents events, std::function<void(std::error_code, std::shared_ptr<Channel>)> done);
 
+  /// connection.update-secret; `done` gets update-secret-ok (or the error, or `call_timeout`).
+  /// Later reconnections log in with the new secret.
+  void async_update_secret(const std::string& secret, const std::string& reason,
+                           std::function<void(std::error_code)> done) {
+    if (phase_ != Phase::open) return done(errc::connection_closed);
+    std::error_code ec;
+    amqp::update_secret(conn_, secret, reason, ec);
+    if (ec) return done(ec);
+    secret_ = secret;
+    auto w = std::make_shared<SecretWaiter>();
+    w->done = std::move(done);
+    if (config_.call_timeout.count() > 0) {
+      w->timer = std::make_unique<asio::steady_timer>(strand_, config_.call_timeout);
+      w->timer->async_wait(asio::bind_executor(strand_, [weak = std::weak_ptr<SecretWaiter>(w)](std::error_code tec) {
+        auto waiter = weak.lock();
+        if (tec || !waiter || !waiter->done) return;
+        std::exchange(waiter->done, nullptr)(errc::call_timeout);
+      }));
+    }
+    secret_waiters_.push_back(std::move(w));
+    do_write();
+  }
+
   void close(std::function<void(std::error_code)> done) {
     user_closed_ = true;
     if (phase_ == Phase::closed) {
@@ -524,6 +547,17 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     if (auto done = std::move(open_done_)) done({});
   }
 
+  /// The oldest update-secret is answered (or all fail with the connection).
+  void settle_secret(std::error_code ec) {
+    while (!secret_waiters_.empty()) {
+      auto w = std::move(secret_waiters_.front());
+      secret_waiters_.pop_front();
+      if (w->timer) w->timer->cancel();
+      if (w->done) std::exchange(w->done, nullptr)(ec);
+      if (!ec) return;  // one answer settles one call
+    }
+  }
+
   // --- recovery ---
   void report(const RecoveryEvent& ev) {
     if (!config_.recovery.on_state) return;
@@ -569,6 +603,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     }
     ++epoch_;
     conn_ = amqp::ConnectionState(config_.connection);
+    if (secret_) conn_.config.password = *secret_;  // updated with update-secret
     rbegin_ = rend_ = 0;
     error_.clear();
     failed_ = clean_close_ = close_after_write_ = finalize_after_write_ = false;
@@ -682,6 +717,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
           return shutdown_after_write(error_);
         case amqp::Action::Kind::blocked:
         case amqp::Action::Kind::unblocked: return set_blocked(a.kind == amqp::Action::Kind::blocked);
+        case amqp::Action::Kind::secret_updated: return settle_secret({});
         case amqp::Action::Kind::protocol_error: return protocol_error(a.ec, "unexpected frame on channel 0");
         default: return;
       }
@@ -823,6 +859,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     dirty_.clear();
     queued_.clear();
     keep_queued_.clear();
+    settle_secret(ec);
     blocked_.store(false, std::memory_order_release);
     if (auto done = std::move(open_done_)) done(ec);
     auto waiters = std::move(close_waiters_);
@@ -925,6 +962,13 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   bool finalize_after_write_ = false;
   std::function<void(std::error_code)> open_done_;
   std::vector<std::function<void(std::error_code)>> close_waiters_;
+
+  struct SecretWaiter {
+    std::function<void(std::error_code)> done;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  std::deque<std::shared_ptr<SecretWaiter>> secret_waiters_;
+  std::optional<std::string> secret_;  // the password given by update-secret, for reconnections
 
   // Recovery (strand).
   Backoff backoff_;
@@ -1218,6 +1262,24 @@ class Connection {
   /// The negotiated channel_max, frame_max and heartbeat.
   [[nodiscard]] amqp::Tuning tuning() const { return core_->tuning(); }
   [[nodiscard]] const RabbitMQConfig& config() const noexcept { return core_->config(); }
+
+  /// Replaces the credentials of the open connection (connection.update-secret: e.g. a refreshed
+  /// OAuth 2 token as the password) and waits for update-secret-ok, at most `call_timeout`; later
+  /// reconnections use the new secret. Errors: `connection_closed`, `call_timeout`; a broker that
+  /// refuses the secret closes the connection (`error()` has its reply code). The secret never
+  /// appears in errors or logs.
+  void update_secret(std::string_view new_secret, std::string_view reason, std::error_code& ec) {
+    auto waiter = std::make_shared<detail::Waiter<int>>();
+    asio::post(core_->strand(), [core = core_, waiter, secret = std::string(new_secret), why = std::string(reason)] {
+      core->async_update_secret(secret, why, [waiter](std::error_code uec) { waiter->set(uec, 0); });
+    });
+    waiter->wait(ec);
+  }
+  void update_secret(std::string_view new_secret, std::string_view reason = "kincir") {
+    std::error_code ec;
+    update_secret(new_secret, reason, ec);
+    throw_if(ec, "Connection::update_secret");
+  }
 
   /// Opens a channel (the lowest free id up to `channel_max`). Errors: `too_many_channels`,
   /// `connection_closed`, `call_timeout`.

@@ -105,6 +105,8 @@ struct Action {
     connection_closed,
     /// The peer broke the protocol (`ec`): close the connection with `reply_code_for(ec)`.
     protocol_error,
+    /// connection.update-secret-ok: the server took the new credentials.
+    secret_updated,
   };
 
   Kind kind = Kind::none;

@@ -48,7 +48,18 @@ struct HeartbeatSetting {
 };
 
 /// What the client asks for when it connects.
+/// How the client authenticates (SASL).
+enum class SaslMechanism : std::uint8_t {
+  /// User name and password (`\0user\0password`).
+  plain,
+  /// The identity the broker takes from the TLS client certificate (RabbitMQ's
+  /// `rabbitmq_auth_mechanism_ssl` plugin); user name and password are not sent.
+  external,
+};
+
 struct ConnectionConfig {
+  /// PLAIN (default) or EXTERNAL.
+  SaslMechanism mechanism = SaslMechanism::plain;
   std::string username = "guest";
   std::string password = "guest";
   std::string vhost = "/";
@@ -326,12 +337,14 @@ class HandshakeAlgo {
     auto* start = std::get_if<ConnectionStart>(&m);
     if (start == nullptr) return errc::unexpected_frame;
     if (start->version_major != 0 || start->version_minor != 9) return errc::protocol_version_mismatch;
-    if (!contains_word(start->mechanisms, "PLAIN")) return errc::unsupported_mechanism;
+    const bool external = st.config.mechanism == SaslMechanism::external;
+    const std::string_view mechanism = external ? "EXTERNAL" : "PLAIN";
+    if (!contains_word(start->mechanisms, mechanism)) return errc::unsupported_mechanism;
     st.server_properties = std::move(start->server_properties);
     ConnectionStartOk ok;
     ok.client_properties = client_properties(st.config);
-    ok.mechanism = "PLAIN";
-    ok.response = plain_response(st.config.username, st.config.password);
+    ok.mechanism = std::string(mechanism);
+    if (!external) ok.response = plain_response(st.config.username, st.config.password);
     ok.locale = st.config.locale;
     std::error_code ec;
     encode_method_frame(st.out.bytes(), 0, ok, ec);
@@ -501,8 +514,25 @@ KINCIR_DECL Action resume(ConnectionState& st, const Event& ev) {
     st.blocked_reason.clear();
     return Action{Action::Kind::unblocked, {}};
   }
-  if (std::holds_alternative<ConnectionUpdateSecretOk>(m)) return Action::none();
+  if (std::holds_alternative<ConnectionUpdateSecretOk>(m)) return Action{Action::Kind::secret_updated, {}};
   return error(errc::unexpected_frame);
+}
+
+/// Sends connection.update-secret: RabbitMQ replaces the credentials of an open connection (an
+/// expiring token), answering update-secret-ok (`Action::Kind::secret_updated`) or closing the
+/// connection if it refuses them. The password in `st.config` becomes `new_secret`. Errors:
+/// `errc::invalid_state` unless the connection is open.
+KINCIR_DECL void update_secret(ConnectionState& st, std::string_view new_secret, std::string_view reason,
+                               std::error_code& ec) {
+  if (st.phase != ConnectionPhase::open) {
+    ec = errc::invalid_state;
+    return;
+  }
+  ConnectionUpdateSecret m;
+  m.new_secret = new_secret;
+  m.reason = reason;
+  encode_method_frame(st.out.bytes(), 0, m, ec);
+  if (!ec) st.config.password = new_secret;
 }
 
 }  // namespace kincir::rabbitmq::amqp

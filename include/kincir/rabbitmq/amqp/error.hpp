@@ -45,7 +45,7 @@ enum class errc {
   string_too_long,
   /// The server answered the protocol header with its own: it does not speak AMQP 0-9-1.
   protocol_version_mismatch,
-  /// The server does not offer the PLAIN authentication mechanism.
+  /// The server does not offer the authentication mechanism asked for (PLAIN or EXTERNAL).
   unsupported_mechanism,
   /// The server tuned `frame_max` below the protocol minimum of 4096 bytes.
   frame_max_too_small,
@@ -117,7 +117,7 @@ class error_category_impl final : public std::error_category {
       case errc::unexpected_frame: return "unexpected frame";
       case errc::string_too_long: return "short string longer than 255 bytes";
       case errc::protocol_version_mismatch: return "server does not speak AMQP 0-9-1";
-      case errc::unsupported_mechanism: return "server does not offer the PLAIN mechanism";
+      case errc::unsupported_mechanism: return "server does not offer the authentication mechanism (PLAIN or EXTERNAL)";
       case errc::frame_max_too_small: return "negotiated frame_max below 4096";
       case errc::handshake_timeout: return "connection handshake timed out";
       case errc::close_timeout: return "close handshake timed out";
