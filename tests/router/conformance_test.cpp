@@ -398,6 +398,10 @@ void close_wakes_receivers() {
   bool ended = false;
   if (KINCIR_HAS_DEFECT(router_ignores_shutdown)) {
     KINCIR_WARN_DEFECT(router_ignores_shutdown);
+    if (eventually([&] { return router_returned.load(); }, 500ms)) {
+      WARN("the known defect router_ignores_shutdown did not show on " << TestType::kName
+                                                                       << ": remove it from the fixture's kDefects");
+    }
     router.close(1s);
     ended = true;
   } else {
@@ -466,9 +470,14 @@ void reconnects() {
     return !ec;
   }));
   // The group's queue kept its binding: the member consumes again and gets what was published.
-  auto got = receive_acked(member, 1);
-  REQUIRE(got.size() == 1);
-  CHECK(payload(got[0]) == "after");
+  // (At least once: an ack lost with the connection brings "before" again first.)
+  bool after = false;
+  for (int i = 0; i < 3 && !after; ++i) {
+    auto got = receive_acked(member, 1);
+    if (got.empty()) break;
+    after = payload(got[0]) == "after";
+  }
+  CHECK(after);
   // A subscriber's own queue is declared and bound again once its connection is back: what was
   // published before that went nowhere, so publish until something arrives.
   bool own_receives = false;

@@ -9,8 +9,8 @@
 // exactly that one, shared by the publishers and subscribers it hands out. The mapping is the
 // adapter's default (exchange per topic, fanout): a subscriber without a group gets an exclusive
 // auto-delete queue of its own, a group gets the durable queue `<topic>.<group>`, which outlives its
-// members. Messages are persistent and group queues durable, as in production; exchanges and
-// queues get fresh names per fixture, so runs never meet each other's leftovers.
+// members. Messages are persistent, exchanges and group queues durable, as in production; they get
+// fresh names per fixture, so runs never meet each other's leftovers.
 #pragma once
 
 #include <kincir/core/uuid.hpp>
@@ -39,7 +39,7 @@ namespace kincir::test {
 /// Features, and why:
 /// - ordering: one publisher's messages reach a queue, and its one consumer, in publish order
 ///   (nothing fails in these tests; a redelivery or a republish after a recovery may overtake).
-/// - persistent: group queues are durable and messages persistent (delivery-mode 2): confirmed
+/// - persistent: exchanges and group queues are durable, messages persistent (delivery-mode 2): confirmed
 ///   messages survive their subscribers and a broker restart (the adapter's fault tests restart
 ///   and kill the node; this suite does not).
 /// - groups: a group is one shared queue whose consumers compete.
@@ -122,6 +122,7 @@ class RabbitMQBackend {
     rabbitmq::RabbitMQConfig c = rabbitmq::RabbitMQConfig::for_testing();
     c.apply_uri(uri());
     c.connection.connection_name = name_;
+    c.topology.durable_exchanges = true;
     c.topology.durable_queues = true;
     c.persistent = true;
     return c;
