@@ -47,14 +47,6 @@ int main(int argc, char** argv) {
     group.back().subscribe("jobs", "workers");
   }
 
-  kincir::memory::InMemoryPublisher publisher(broker);
-  int poison = 0;
-  for (int i = 0; i < jobs; ++i) {
-    const bool bad = i % 100 == 99;
-    poison += bad ? 1 : 0;
-    publisher.publish("jobs", kincir::Message((bad ? "poison " : "job ") + std::to_string(i)));
-  }
-
   std::atomic<int> done{0};
   std::atomic<int> failures{0};
   std::atomic<bool> stop{false};
@@ -74,6 +66,16 @@ int main(int argc, char** argv) {
         }
       }
     });
+  }
+
+  // Workers run while the jobs are published: a publisher more than max_queue_size jobs ahead of
+  // the slowest worker waits for it (and is reported through the logger if it waits long).
+  kincir::memory::InMemoryPublisher publisher(broker);
+  int poison = 0;
+  for (int i = 0; i < jobs; ++i) {
+    const bool bad = i % 100 == 99;
+    poison += bad ? 1 : 0;
+    publisher.publish("jobs", kincir::Message((bad ? "poison " : "job ") + std::to_string(i)));
   }
 
   // Wait for every good job to be done and every poison job to be dead-lettered.

@@ -38,8 +38,11 @@
 #define KINCIR_HAS_FMT 0
 #endif
 
-/// Asio-based members (`async_receive` ...) of the in-memory types exist when standalone Asio is on
-/// the include path, unless KINCIR_NO_ASIO is set. The RabbitMQ adapter always needs Asio.
+/// Whether standalone Asio is on the include path (unless KINCIR_NO_ASIO is set). Only optional
+/// headers look at it (`kincir/async.hpp`, `kincir/metrics/instrumented.hpp`,
+/// `kincir/router/awaitable.hpp`); the core and in-memory headers never include Asio, and
+/// `InMemorySubscriber::async_receive` needs `#include <kincir/memory/async.hpp>`. The RabbitMQ
+/// adapter always needs Asio.
 #if !defined(KINCIR_HAS_ASIO)
 #if !defined(KINCIR_NO_ASIO) && defined(__has_include)
 #if __has_include(<asio/async_result.hpp>)

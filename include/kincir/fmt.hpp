@@ -1,7 +1,8 @@
 /// @file
 /// {fmt} formatters for kincir's types: `fmt::format("{}", message)` and `fmt::format("{}", uuid)`
 /// write what `operator<<` writes (a uuid in its canonical form, with the usual width and alignment
-/// options). Include it where you format them; the other kincir headers do not include {fmt}.
+/// options). Include it where you format them; the core and in-memory headers do not include {fmt}
+/// (the metrics headers and `kincir/log/fmt_logger.hpp` need it for themselves).
 #pragma once
 
 #include <kincir/config.hpp>

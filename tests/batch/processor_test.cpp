@@ -357,3 +357,39 @@ TEST_CASE("by default a failing batch does not end processing, and the throwing 
   CHECK(processor.failed_batches() == 1);
   CHECK(processed == 4);  // the failed batch was redelivered and then succeeded
 }
+
+TEST_CASE("a batch never waits for more unsettled deliveries than the ack subscriber may hold", "[batch][processor]") {
+  kincir::memory::BrokerConfig config;
+  config.max_unacked = 8;
+  config.cleanup_interval = 0ms;
+  auto broker = std::make_shared<InMemoryBroker>(config);
+  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker),
+                           BatchProcessorOptions{.batch_size = 100, .batch_timeout = 1h});
+  processor.subscribe("t");
+  publish_numbered(broker, 24);
+  std::stop_source stop;
+  std::vector<std::size_t> sizes;
+  const auto n = processor.process_batches(
+      [&](std::vector<Message>&& batch) {
+        sizes.push_back(batch.size());
+        std::size_t total = 0;
+        for (auto size : sizes) total += size;
+        if (total == 24) stop.request_stop();
+      },
+      stop.get_token());  // with batch_timeout 1h this returns only if no batch waited for it
+  CHECK(n == 24);
+  CHECK(sizes == std::vector<std::size_t>{8, 8, 8});
+}
+
+TEST_CASE("the throwing overload reports broker_shutdown returned by the handler itself", "[batch][processor]") {
+  auto broker = make_broker();
+  BatchProcessor processor(
+      kincir::memory::InMemoryAckSubscriber(broker),
+      BatchProcessorOptions{.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop});
+  processor.subscribe("t");
+  publish_numbered(broker, 2);
+  // The handler's own output broker shut down: an error, although the input is still running.
+  CHECK_THROWS_AS(processor.process_batches(
+                      [](std::vector<Message>&&) -> std::error_code { return kincir::errc::broker_shutdown; }),
+                  kincir::Error);
+}

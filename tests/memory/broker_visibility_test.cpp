@@ -9,9 +9,11 @@
 
 #include <chrono>        // report intervals, bounded waits
 #include <cstdint>       // ids
+#include <memory>        // a subscriber that goes away
 #include <string>        // field values
 #include <system_error>  // validation
 #include <thread>        // the blocked publisher
+#include <vector>        // publishers
 
 #include "memory/broker_test_support.hpp"
 #include "support/capturing_logger.hpp"
@@ -166,9 +168,94 @@ TEST_CASE("a dead-lettered message dropped for want of a dead-letter subscriber 
   CHECK(records[0].has("topic=dead"));
 }
 
+TEST_CASE("a publisher waiting when the last subscriber leaves counts its messages as dropped, not published",
+          "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.max_queue_size = 4;
+  InMemoryBroker broker(config);
+  InMemoryPublisher publisher(broker);
+  auto subscriber = std::make_unique<InMemorySubscriber>(broker);
+  subscriber->subscribe("t");
+  publisher.publish("t", numbered(4));  // full
+  std::thread producer([&] { publisher.publish("t", numbered(3)); });
+  REQUIRE(eventually([&] { return topic_info(broker, "t").publishers_blocked == 1; }));
+  subscriber.reset();  // the only subscriber leaves; the publish completes for nobody
+  producer.join();
+  const TopicInfo info = topic_info(broker, "t");
+  CHECK(info.published == 4);
+  CHECK(info.dropped_no_subscriber == 3);
+  CHECK(info.publishers_blocked == 0);
+  CHECK(!log.matching("left while a publisher waited").empty());
+}
+
+TEST_CASE("the broker's totals keep the counters of topics removed as idle", "[broker][visibility]") {
+  BrokerConfig config = quiet_config();
+  InMemoryBroker broker(config);
+  InMemoryPublisher publisher(broker);
+  publisher.publish("nobody", numbered(7));
+  REQUIRE(broker.stats().dropped_no_subscriber == 7);
+  broker.run_maintenance();  // removes the idle topic
+  const auto stats = broker.stats();
+  CHECK(stats.topics == 0);
+  CHECK(stats.dropped_no_subscriber == 7);
+  CHECK(stats.dropped == 7);
+  CHECK(stats.published == 0);
+}
+
+TEST_CASE("stall reports are one per topic per interval, however many publishers wait", "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.max_queue_size = 2;
+  config.stall_report_interval = 50ms;
+  InMemoryBroker broker(config);
+  InMemorySubscriber idle(broker);
+  idle.subscribe("t");
+  InMemoryPublisher publisher(broker);
+  publisher.publish("t", numbered(2));  // full
+  std::vector<std::thread> producers;
+  std::vector<InMemoryPublisher> publishers;
+  for (int i = 0; i < 4; ++i) publishers.emplace_back(broker);
+  for (auto& p : publishers) {
+    producers.emplace_back([&p] {
+      std::error_code ec;  // broker_shutdown at the end
+      p.publish("t", numbered(1), ec);
+    });
+  }
+  REQUIRE(eventually([&] { return topic_info(broker, "t").publishers_blocked == 4; }));
+  std::this_thread::sleep_for(400ms);
+  const auto reports = log.matching("publisher waiting").size();
+  CHECK(reports >= 2);
+  CHECK(reports <= 10);  // about 400 / 50 plus the first; four publishers would give 4x that
+  CHECK(topic_info(broker, "t").slowest_subscriber != 0);
+  broker.shutdown();
+  for (auto& t : producers) t.join();
+  CHECK(topic_info(broker, "t").publishers_blocked == 0);
+}
+
+TEST_CASE("slowest_subscriber is 0 while nobody lags", "[broker][visibility]") {
+  InMemoryBroker broker(quiet_config());
+  InMemorySubscriber a(broker);
+  InMemorySubscriber b(broker);
+  a.subscribe("t");
+  b.subscribe("t");
+  CHECK(topic_info(broker, "t").slowest_subscriber == 0);
+  CHECK(broker.check_health().worst_subscriber == 0);
+  InMemoryPublisher(broker).publish("t", numbered(1));
+  (void)a.receive_for(1s);
+  std::uint64_t b_id = 0;
+  for (const auto& s : topic_info(broker, "t").subscriber_info) {
+    if (s.lag == 1) b_id = s.id;
+  }
+  REQUIRE(b_id != 0);
+  CHECK(topic_info(broker, "t").slowest_subscriber == b_id);
+}
+
 TEST_CASE("stall_report_interval is validated", "[broker][visibility][config]") {
   BrokerConfig config;
-  config.stall_report_interval = 0ms;
+  config.stall_report_interval = 9ms;
   std::error_code ec;
   std::string reason;
   CHECK_FALSE(config.validate(ec, &reason));

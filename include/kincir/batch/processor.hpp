@@ -40,7 +40,8 @@ enum class BatchErrorPolicy {
 
 /// How a `BatchProcessor` batches.
 struct BatchProcessorOptions {
-  /// Most messages per batch (at least 1).
+  /// Most messages per batch (at least 1). With an ack subscriber that bounds its unsettled
+  /// deliveries (the in-memory `max_unacked()`), a batch holds at most that many.
   std::size_t batch_size = 100;
   /// Once one message is taken, the batch is handed over at most this long afterwards, full or not.
   std::chrono::steady_clock::duration batch_timeout = std::chrono::milliseconds(500);
@@ -185,6 +186,7 @@ class BatchProcessor {
     static_assert(std::is_void_v<result_type> || std::convertible_to<result_type, std::error_code>,
                   "the batch handler returns void or an error code");
     ec.clear();
+    ended_by_receive_ = false;
     std::size_t processed = 0;
     std::vector<Message> batch;
     batch.reserve(options_.batch_size);
@@ -198,13 +200,17 @@ class BatchProcessor {
         receive_one(batch, options_.stop_check_interval, receive_ec);
         if (receive_ec) {
           ec = receive_ec;
+          ended_by_receive_ = true;
           return processed;
         }
       }
-      // Fill the batch until it is full, its time is up, or we are told to stop.
+      // Fill the batch until it is full, its time is up, or we are told to stop. A subscriber
+      // that holds at most `max_unacked()` unsettled deliveries cannot hand out more before this
+      // batch is acked: waiting for them would only wait out `batch_timeout`.
       const auto deadline = clock::now() + options_.batch_timeout;
+      const std::size_t limit = batch_limit();
       bool stopping = false;
-      while (batch.size() < options_.batch_size) {
+      while (batch.size() < limit) {
         if (stop.stop_requested()) {
           stopping = true;
           break;
@@ -248,6 +254,7 @@ class BatchProcessor {
       }
       if (receive_ec) {
         ec = receive_ec;
+        ended_by_receive_ = true;
         return processed;
       }
       if (stopping) return processed;
@@ -262,7 +269,10 @@ class BatchProcessor {
   std::size_t process_batches(Fn&& fn, const std::stop_token& stop = {}) {
     std::error_code ec;
     const std::size_t n = process_batches(std::forward<Fn>(fn), stop, ec);
-    if (ec != errc::broker_shutdown && ec != errc::closed) throw_if(ec, "BatchProcessor::process_batches");
+    // Only the end of the input stream: the same codes returned by `fn` (its own output broker
+    // shut down, say) or by acking are errors.
+    const bool end_of_stream = ended_by_receive_ && (ec == errc::broker_shutdown || ec == errc::closed);
+    if (!end_of_stream) throw_if(ec, "BatchProcessor::process_batches");
     return n;
   }
 
@@ -304,6 +314,17 @@ class BatchProcessor {
     o.batch_size = batch_size;
     o.batch_timeout = batch_timeout;
     return o;
+  }
+
+  /// `batch_size`, or less where the subscriber cannot hand out that many unsettled deliveries.
+  [[nodiscard]] std::size_t batch_limit() const noexcept {
+    if constexpr (kUsesAcks && requires(const subscriber_type& s) {
+                    { s.max_unacked() } -> std::convertible_to<std::size_t>;
+                  }) {
+      return std::max<std::size_t>(1, std::min<std::size_t>(options_.batch_size, subscriber_.max_unacked()));
+    } else {
+      return options_.batch_size;
+    }
   }
 
   static BatchProcessorOptions normalise(BatchProcessorOptions o) noexcept {
@@ -352,6 +373,7 @@ class BatchProcessor {
   ErrorHandler error_handler_;
   detail::batch::Handles<subscriber_type> handles_;
 
+  bool ended_by_receive_ = false;  ///< The last process_batches ended on a receive error.
   std::atomic<std::size_t> failed_batches_{0};
   std::atomic<std::size_t> discarded_messages_{0};
   mutable std::mutex failure_mutex_;

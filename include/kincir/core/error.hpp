@@ -44,12 +44,12 @@ enum class errc {
   /// The handle does not name an outstanding delivery of this subscriber (already acked,
   /// nacked, or from another subscriber).
   unknown_delivery,
-  /// A handler threw an exception that is not a `std::system_error` (the exception itself is kept
-  /// where the call documents it). Cancellation is not this: an asynchronous operation that is
-  /// cancelled completes with `asio::error::operation_aborted`, Asio's own code.
-  handler_exception,
+  // 12 was `operation_aborted`: cancellation is `asio::error::operation_aborted` (see above).
   /// The channel or queue has been closed.
-  closed,
+  closed = 13,
+  /// A handler threw an exception that is not a `std::system_error` (the exception itself is kept
+  /// where the call documents it).
+  handler_exception = 14,
 };
 
 /// The category of `kincir::errc`; its name is "kincir".

@@ -100,9 +100,10 @@ class InMemoryBroker {
     return true;
   }
 
-  /// A snapshot of every counter (zero where statistics are disabled), per topic and in total.
+  /// A snapshot of every counter (zero where statistics are disabled), per live topic and in
+  /// total; the totals include the topics that were deleted or removed as idle.
   [[nodiscard]] BrokerStats stats() const {
-    BrokerStats s;
+    BrokerStats s = state_->retired_totals();
     for (const auto& t : state_->all_topics()) {
       TopicInfo info = t->info(true);
       ++s.topics;

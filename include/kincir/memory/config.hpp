@@ -64,7 +64,8 @@ struct BrokerConfig {
   /// outlive the broker and every publisher and subscriber of it.
   Logger* logger = nullptr;
   /// How long a publisher may wait for room before it is reported through `logger`, and the
-  /// interval between repeated reports of the same wait or of repeated drops on one topic.
+  /// interval between repeated reports on one topic (at most one stall report and one drop report
+  /// per topic per interval, however many publishers wait). At least 10 ms.
   std::chrono::milliseconds stall_report_interval{std::chrono::seconds(2)};
 
   /// The guide's defaults (the fields above as initialised).
@@ -132,8 +133,8 @@ KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec, std::string* reason
     bad = "default_ttl must be in [1 ms, 100 years] (0 allowed only with enable_ttl off)";
   else if (cleanup_interval.count() < 0 || cleanup_interval > kMaxCleanupInterval)
     bad = "cleanup_interval must be in [0, 365 days] (0: no maintenance thread)";
-  else if (stall_report_interval.count() <= 0 || stall_report_interval > kMaxCleanupInterval)
-    bad = "stall_report_interval must be in [1 ms, 365 days]";
+  else if (stall_report_interval < std::chrono::milliseconds(10) || stall_report_interval > kMaxCleanupInterval)
+    bad = "stall_report_interval must be in [10 ms, 365 days]";
   else if (!dead_letter_topic.empty() && !is_valid_topic(dead_letter_topic))
     bad = "dead_letter_topic must be empty or a valid topic name (1-255 bytes, no NUL)";
   if (bad == nullptr) return true;

@@ -486,7 +486,7 @@ class BroadcastRing {
   /// requests. The fences make sure one of the two sees the other.
   void run_requested_maintenance() noexcept {
     for (;;) {
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      detail::full_fence();
       if (!maintenance_requested_.load(std::memory_order_acquire)) return;
       if (!registry_mutex_.try_lock()) return;  // the holder runs it after unlocking
       maintenance_requested_.store(false, std::memory_order_relaxed);

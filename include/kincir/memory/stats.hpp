@@ -22,7 +22,8 @@ struct SubscriberInfo {
   std::uint64_t unacked = 0;  ///< Outstanding deliveries of an ack-mode subscriber.
 };
 
-/// Counters of one topic. Counters are zero when statistics are disabled.
+/// Counters of one topic. Counters are zero when statistics are disabled, except
+/// `dropped_no_subscriber`, `publisher_waits` and `publishers_blocked`, which are always kept.
 struct TopicInfo {
   std::string name;
   std::size_t subscribers = 0;  ///< Subscribers, counting each group member.
@@ -34,19 +35,22 @@ struct TopicInfo {
   std::uint64_t redelivered = 0;  ///< Deliveries after a `nack` with requeue.
   std::uint64_t dead_lettered = 0;
   std::uint64_t queue_depth = 0;  ///< Messages the slowest subscriber has still to receive.
-  /// Messages published while the topic had no subscriber (part of `dropped`; counted even with
-  /// statistics off, like the two publisher counters below: they are on slow paths).
+  /// Messages published while the topic had no subscriber (also counted in `dropped` when
+  /// statistics are on; kept even with statistics off, like the two publisher counters below:
+  /// they are on slow paths).
   std::uint64_t dropped_no_subscriber = 0;
-  /// Publishes that found the topic full (`OverflowPolicy::block`) and had to wait for room.
+  /// Publishes that found the topic full (`OverflowPolicy::block`) and had to wait for room (a
+  /// batch larger than `max_queue_size` is published, and counted, in pieces of that size).
   std::uint64_t publisher_waits = 0;
   /// Publishers waiting for room right now, held back by `slowest_subscriber`.
   std::uint64_t publishers_blocked = 0;
-  /// Id of the subscriber with the largest lag (the one a full topic waits for); 0 if none.
+  /// Id of the subscriber with the largest lag (the one a full topic waits for); 0 if nobody lags.
   std::uint64_t slowest_subscriber = 0;
   std::vector<SubscriberInfo> subscriber_info;
 };
 
-/// The whole broker.
+/// The whole broker. The totals also count the topics that no longer exist (deleted, or removed
+/// by the maintenance pass as idle: a topic without subscribers); `per_topic` lists the live ones.
 struct BrokerStats {
   std::size_t topics = 0;
   std::size_t subscribers = 0;
@@ -76,7 +80,7 @@ struct HealthStatus {
   std::size_t subscribers = 0;
   std::uint64_t max_lag = 0;             ///< Largest subscriber lag.
   std::string worst_topic;               ///< Topic of that subscriber.
-  std::uint64_t worst_subscriber = 0;    ///< Id of that subscriber (see `SubscriberInfo::id`).
+  std::uint64_t worst_subscriber = 0;    ///< Id of that subscriber (see `SubscriberInfo::id`); 0 if nobody lags.
   std::uint64_t publishers_blocked = 0;  ///< Publishers waiting for room, over every topic.
   std::chrono::system_clock::time_point checked_at{};
 };

@@ -244,6 +244,10 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
   explicit InMemoryAckSubscriber(const std::shared_ptr<InMemoryBroker>& broker)
       : InMemorySubscriber(broker->state_, true) {}
 
+  /// Most deliveries this subscriber may hold unsettled (`BrokerConfig::max_unacked`): receiving
+  /// waits while that many are outstanding.
+  [[nodiscard]] std::size_t max_unacked() const noexcept { return broker_->config().max_unacked; }
+
   std::pair<Message, handle_type> receive_with_ack(std::error_code& ec) {
     return receive_with_ack_until(clock::time_point::max(), ec);
   }

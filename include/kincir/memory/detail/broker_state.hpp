@@ -221,6 +221,13 @@ class BrokerState {
     maintenance_passes_.fetch_add(1, std::memory_order_release);
   }
 
+  /// The counters of every topic that was deleted or removed as idle, summed (for the broker's
+  /// totals: they keep counting what happened on topics that no longer exist).
+  [[nodiscard]] BrokerStats retired_totals() const {
+    const std::lock_guard lock(retired_mutex_);
+    return retired_;
+  }
+
   [[nodiscard]] std::uint64_t maintenance_passes() const noexcept {
     return maintenance_passes_.load(std::memory_order_acquire);
   }
@@ -240,9 +247,19 @@ class BrokerState {
   }
 
   /// Closes a topic that left the map (and was marked deleted under the map's lock).
-  static void retire(Topic& topic) {
+  void retire(Topic& topic) {
     topic.ring.close();
     topic.wake_all();
+    const TopicInfo info = topic.info(false);
+    const std::lock_guard lock(retired_mutex_);
+    retired_.published += info.published;
+    retired_.delivered += info.delivered;
+    retired_.dropped += info.dropped;
+    retired_.expired += info.expired;
+    retired_.redelivered += info.redelivered;
+    retired_.dead_lettered += info.dead_lettered;
+    retired_.dropped_no_subscriber += info.dropped_no_subscriber;
+    retired_.publisher_waits += info.publisher_waits;
   }
 
   void maintenance_loop() {
@@ -263,6 +280,8 @@ class BrokerState {
 
   const BrokerConfig config_;
   std::atomic<int> phase_{static_cast<int>(Phase::running)};
+  mutable std::mutex retired_mutex_;
+  BrokerStats retired_;  ///< Totals only (no per_topic); under retired_mutex_.
   std::atomic<std::uint64_t> next_subscriber_id_{0};
 
   mutable std::mutex topics_mutex_;

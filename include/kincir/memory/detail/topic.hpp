@@ -249,8 +249,16 @@ class Topic {
     // A deadline in the past: the ring's wait strategy spins briefly, then gives up without
     // reading the clock on the way in (a publish that finds room never reads it).
     PublishStatus status = ring.publish_until(first, last, WaitClock::time_point{});
-    if (status == PublishStatus::timeout && may_wait) [[unlikely]]
+    if (status == PublishStatus::timeout && may_wait) [[unlikely]] {
       status = publish_waiting(first, last);
+      // The wait can end because the last subscriber left (its cursor no longer holds the topic
+      // full): the ring then takes the messages for nobody. Count them as what they are.
+      if (status == PublishStatus::ok && ring.cursor_count() == 0) {
+        dropped_without_subscriber(static_cast<std::uint64_t>(last - first), count,
+                                   "the topic's last subscriber left while a publisher waited: dropped");
+        return status;
+      }
+    }
     if (status != PublishStatus::ok) return status;
     if (count) counters.published.fetch_add(static_cast<std::uint64_t>(last - first), std::memory_order_relaxed);
     notify_async_if_waiting();
@@ -262,19 +270,19 @@ class Topic {
   void dropped_without_subscriber(std::uint64_t n, bool count, std::string_view what) noexcept {
     if (count) counters.dropped.fetch_add(n, std::memory_order_relaxed);
     const std::uint64_t total = counters.dropped_no_subscriber.fetch_add(n, std::memory_order_relaxed) + n;
-    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due()) return;
+    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due(last_drop_report_ns_)) return;
     logger_->log(LogLevel::warn, what,
                  {{"topic", std::string_view(name)}, {"dropped", n}, {"dropped_no_subscriber_total", total}});
   }
 
   /// Reports a dead-lettered message dropped because this (dead-letter) topic was full.
   void dead_letter_full() noexcept {
-    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due()) return;
+    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due(last_drop_report_ns_)) return;
     logger_->log(LogLevel::warn, "dead-letter topic full: a dead-lettered message was dropped",
                  {{"topic", std::string_view(name)}, {"capacity", ring.capacity()}});
   }
 
-  /// The subscriber with the largest lag: its id, group and lag (id 0 if there is none).
+  /// The subscriber with the largest lag: its id, group and lag (id 0 if nobody lags).
   struct Slowest {
     std::uint64_t id = 0;
     std::string group;
@@ -285,7 +293,7 @@ class Topic {
     const std::lock_guard lock(mutex);
     for (const auto* e : entries) {
       const std::uint64_t lag = e->lag();
-      if (s.id != 0 && lag <= s.lag) continue;
+      if (lag == 0 || lag <= s.lag) continue;
       s.id = e->id;
       s.lag = lag;
       s.group = e->group != nullptr ? e->group->name : std::string();
@@ -367,7 +375,7 @@ class Topic {
         info.dropped += s.lost;
         if (e->group != nullptr) counted_groups.push_back(e->group);
       }
-      if (info.slowest_subscriber == 0 || s.lag > info.queue_depth) {
+      if (s.lag > info.queue_depth) {
         info.slowest_subscriber = s.id;
         info.queue_depth = s.lag;
       }
@@ -382,44 +390,64 @@ class Topic {
   template <class It>
   KINCIR_COLD PublishStatus publish_waiting(It first, It last) {
     counters.publisher_waits.fetch_add(1, std::memory_order_relaxed);
-    counters.publishers_blocked.fetch_add(1, std::memory_order_relaxed);
+    const Blocked blocked(counters.publishers_blocked);
     const auto started = WaitClock::now();
     PublishStatus status = PublishStatus::timeout;
     while (status == PublishStatus::timeout) {
       const bool report = logger_ != nullptr && logger_->enabled(LogLevel::warn);
       status =
           report ? ring.publish_until(first, last, WaitClock::now() + report_interval_) : ring.publish(first, last);
-      if (status == PublishStatus::timeout) report_stall(WaitClock::now() - started);
+      // One report per interval for the topic, however many publishers wait on it.
+      if (status == PublishStatus::timeout && report_due(last_stall_report_ns_))
+        report_stall(WaitClock::now() - started);
     }
-    counters.publishers_blocked.fetch_sub(1, std::memory_order_relaxed);
     return status;
   }
 
-  KINCIR_COLD void report_stall(WaitClock::duration waited) const {
-    const Slowest s = slowest();
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(waited).count();
-    logger_->log(LogLevel::warn, "publisher waiting for room: the topic is full",
-                 {{"topic", std::string_view(name)},
-                  {"waited_ms", ms},
-                  {"slowest_subscriber", s.id},
-                  {"group", std::string_view(s.group)},
-                  {"lag", s.lag},
-                  {"capacity", ring.capacity()},
-                  {"publishers_blocked", counters.publishers_blocked.load(std::memory_order_relaxed)}});
+  /// Counts a waiting publisher for as long as it waits (also when the wait throws).
+  class Blocked {
+   public:
+    explicit Blocked(std::atomic<std::uint64_t>& gauge) noexcept : gauge_(gauge) {
+      gauge_.fetch_add(1, std::memory_order_relaxed);
+    }
+    Blocked(const Blocked&) = delete;
+    Blocked& operator=(const Blocked&) = delete;
+    ~Blocked() { gauge_.fetch_sub(1, std::memory_order_relaxed); }
+
+   private:
+    std::atomic<std::uint64_t>& gauge_;
+  };
+
+  KINCIR_COLD void report_stall(WaitClock::duration waited) const noexcept {
+    try {
+      const Slowest s = slowest();
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(waited).count();
+      logger_->log(LogLevel::warn, "publisher waiting for room: the topic is full",
+                   {{"topic", std::string_view(name)},
+                    {"waited_ms", ms},
+                    {"slowest_subscriber", s.id},
+                    {"group", std::string_view(s.group)},
+                    {"lag", s.lag},
+                    {"capacity", ring.capacity()},
+                    {"publishers_blocked", counters.publishers_blocked.load(std::memory_order_relaxed)}});
+    } catch (...) {  // a report is never worth failing the publish for (bad_alloc copying a name)
+    }
   }
 
-  /// True at most once per report interval (for reports that may repeat at message rate).
-  bool report_due() noexcept {
+  /// True at most once per report interval for `last_ns` (reports that may repeat at message
+  /// rate, or once per waiting publisher).
+  bool report_due(std::atomic<std::int64_t>& last_ns) const noexcept {
     const std::int64_t now = steady_now_ns();
     const std::int64_t interval = std::chrono::duration_cast<std::chrono::nanoseconds>(report_interval_).count();
-    std::int64_t last = last_report_ns_.load(std::memory_order_relaxed);
+    std::int64_t last = last_ns.load(std::memory_order_relaxed);
     if (last != 0 && now - last < interval) return false;
-    return last_report_ns_.compare_exchange_strong(last, now, std::memory_order_relaxed);
+    return last_ns.compare_exchange_strong(last, now, std::memory_order_relaxed);
   }
 
   Logger* const logger_;
   const std::chrono::milliseconds report_interval_;
-  std::atomic<std::int64_t> last_report_ns_{0};
+  std::atomic<std::int64_t> last_drop_report_ns_{0};
+  std::atomic<std::int64_t> last_stall_report_ns_{0};
 
   std::mutex waiters_mutex_;
   std::vector<std::shared_ptr<AsyncWaiter>> waiters_;
