@@ -38,7 +38,7 @@ enum class Layout : std::uint8_t {
   /// A topic is an exchange (fanout unless `TopologyConfig::exchange_type` says otherwise); a
   /// subscriber without a group gets an exclusive auto-delete queue bound to it (every
   /// subscriber sees every message, as with the in-memory broker); a group is a durable queue
-  /// named `<topic>.<group>` bound to it, whose consumers compete.
+  /// named `TOPIC.GROUP` (the topic, a dot, the group) bound to it, whose consumers compete.
   exchange_per_topic,
   /// A topic is a durable queue of the same name on the default exchange: publishers route to it
   /// by name and every subscriber, group or not, competes on it (point-to-point). The layout the
@@ -453,6 +453,8 @@ inline std::ostream& operator<<(std::ostream& os, const RabbitMQConfig& config) 
 #if KINCIR_HAS_FMT
 #include <fmt/format.h>  // fmt::formatter
 
+// A specialisation of fmt::formatter: Doxygen cannot place it in a scope.
+/// @cond
 template <>
 struct fmt::formatter<kincir::rabbitmq::RabbitMQConfig> : fmt::formatter<fmt::string_view> {
   template <class FormatContext>
@@ -461,4 +463,5 @@ struct fmt::formatter<kincir::rabbitmq::RabbitMQConfig> : fmt::formatter<fmt::st
     return fmt::formatter<fmt::string_view>::format(fmt::string_view(text), ctx);
   }
 };
+/// @endcond
 #endif

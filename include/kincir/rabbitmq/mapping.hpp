@@ -52,7 +52,8 @@ inline amqp::ExchangeDeclare exchange_declaration(const TopologyConfig& t, std::
 }
 
 /// The queue a subscriber consumes from: queue-per-topic: the topic's queue; a group: the
-/// durable `<topic>.<group>`; otherwise an exclusive, auto-delete, server-named queue.
+/// durable `TOPIC.GROUP` (the topic, a dot, the group); otherwise an exclusive, auto-delete,
+/// server-named queue.
 inline amqp::QueueDeclare queue_declaration(const TopologyConfig& t, std::string_view topic, std::string_view group) {
   amqp::QueueDeclare m;
   m.arguments = t.queue_arguments;
