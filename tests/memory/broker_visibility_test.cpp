@@ -253,6 +253,46 @@ TEST_CASE("slowest_subscriber is 0 while nobody lags", "[broker][visibility]") {
   CHECK(topic_info(broker, "t").slowest_subscriber == b_id);
 }
 
+TEST_CASE("a receive waiting on a full ack window is reported", "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.max_unacked = 2;
+  config.stall_report_interval = 20ms;
+  InMemoryBroker broker(config);
+  InMemoryAckSubscriber subscriber(broker);
+  subscriber.subscribe("t");
+  InMemoryPublisher(broker).publish("t", numbered(3));
+  auto first = subscriber.receive_with_ack();
+  auto second = subscriber.receive_with_ack();
+  CHECK_FALSE(subscriber.receive_with_ack_for(150ms).has_value());  // the window is full
+  const auto reports = log.matching("ack window is full");
+  REQUIRE(!reports.empty());
+  CHECK(reports.front().has("topic=t"));
+  CHECK(reports.front().has("unacked=2"));
+  subscriber.ack(first.second);
+  CHECK(subscriber.receive_with_ack_for(1s).has_value());  // one slot open again
+}
+
+TEST_CASE("a message dropped after max_deliveries with nowhere to go is reported", "[broker][visibility]") {
+  CapturingLogger log;
+  BrokerConfig config = quiet_config();
+  config.logger = &log;
+  config.max_deliveries = 1;
+  SECTION("no dead-letter topic") {}
+  SECTION("the dead-letter topic is the message's own topic") { config.dead_letter_topic = "work"; }
+  InMemoryBroker broker(config);
+  InMemoryAckSubscriber subscriber(broker);
+  subscriber.subscribe("work");
+  InMemoryPublisher(broker).publish("work", kincir::test::text("poison"));
+  auto [message, handle] = subscriber.receive_with_ack();
+  subscriber.nack(handle, true);
+  const auto reports = log.matching("dropped after max_deliveries");
+  REQUIRE(reports.size() == 1);
+  CHECK(reports[0].has("topic=work"));
+  CHECK(reports[0].has("deliveries=1"));
+}
+
 TEST_CASE("stall_report_interval is validated", "[broker][visibility][config]") {
   BrokerConfig config;
   config.stall_report_interval = 9ms;

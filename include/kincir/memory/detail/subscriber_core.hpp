@@ -434,14 +434,38 @@ class SubscriberCore final : public Wakeable {
   }
 
   /// Waits until fewer than `max_unacked` deliveries are outstanding.
+  /// Reported through the broker's logger every `stall_report_interval` while it waits (nothing
+  /// acks: the receive would otherwise wait silently for ever).
   bool wait_for_window(clock::time_point deadline) {
     std::unique_lock lock(ack_mutex_);
     auto open = [&] { return unacked_.size() < config_.max_unacked || woken_ || broker_->phase() != Phase::running; };
-    if (deadline == clock::time_point::max()) {
-      ack_cv_.wait(lock, open);
-      return true;
+    Logger* const logger = topic_ ? topic_->logger() : nullptr;
+    if (logger == nullptr || !logger->enabled(LogLevel::warn)) {
+      if (deadline == clock::time_point::max()) {
+        ack_cv_.wait(lock, open);
+        return true;
+      }
+      return ack_cv_.wait_until(lock, deadline, open);
     }
-    return ack_cv_.wait_until(lock, deadline, open);
+    const auto started = clock::now();
+    for (;;) {
+      const auto now = clock::now();
+      const auto slice_end =
+          deadline - now > config_.stall_report_interval ? now + config_.stall_report_interval : deadline;
+      if (ack_cv_.wait_until(lock, slice_end, open)) return true;
+      if (slice_end >= deadline) return false;
+      const std::uint64_t unacked = unacked_.size();
+      const std::shared_ptr<Topic> topic = topic_;
+      lock.unlock();  // the logger may call back into this subscriber (ack, stats)
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count();
+      logger->log(LogLevel::warn, "receive waiting: the ack window is full (settle deliveries with ack or nack)",
+                  {{"topic", topic ? std::string_view(topic->name) : std::string_view()},
+                   {"subscriber", entry_.id},
+                   {"unacked", unacked},
+                   {"max_unacked", config_.max_unacked},
+                   {"waited_ms", waited}});
+      lock.lock();
+    }
   }
 
   void dead_letter(Topic& topic, Requeued&& r) {
@@ -452,6 +476,14 @@ class SubscriberCore final : public Wakeable {
       r.message.metadata.set("x-delivery-count", std::to_string(r.deliveries));
       r.message.metadata.set("x-original-topic", topic.name);
       result = broker_->publish_internal(target, std::move(r.message), r.expires_ns);
+    }
+    if (result == Result::no_target) {
+      topic.dropped_after_deliveries(target.empty() ? "message dropped after max_deliveries: no dead_letter_topic"
+                                     : target == topic.name ? "message dropped after max_deliveries: the dead-letter "
+                                                              "topic is the message's own topic"
+                                                            : "message dropped after max_deliveries: the dead-letter "
+                                                              "topic could not be created",
+                                     r.deliveries);
     }
     if (!config_.enable_statistics) return;
     // A message the dead-letter topic dropped is counted there, once.

@@ -275,6 +275,16 @@ class Topic {
                  {{"topic", std::string_view(name)}, {"dropped", n}, {"dropped_no_subscriber_total", total}});
   }
 
+  /// The logger of the broker (null if none).
+  [[nodiscard]] Logger* logger() const noexcept { return logger_; }
+
+  /// Reports, at most once per report interval, a message of this topic dropped after its last
+  /// delivery because it had nowhere to go (`reason`).
+  void dropped_after_deliveries(std::string_view reason, std::uint32_t deliveries) noexcept {
+    if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due(last_drop_report_ns_)) return;
+    logger_->log(LogLevel::warn, reason, {{"topic", std::string_view(name)}, {"deliveries", deliveries}});
+  }
+
   /// Reports a dead-lettered message dropped because this (dead-letter) topic was full.
   void dead_letter_full() noexcept {
     if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due(last_drop_report_ns_)) return;
