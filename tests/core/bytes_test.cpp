@@ -1,6 +1,8 @@
 #include <kincir/core/bytes.hpp>
 
 #include <cstdlib>    // std::abort
+#include <limits>     // an impossible size
+#include <new>        // std::bad_alloc
 #include <span>       // Bytes::build
 #include <stdexcept>  // a throwing writer
 #include <string>     // adoption from std::string
@@ -62,6 +64,45 @@ TEST_CASE("A slab of owners outlives the thread that carved it", "[bytes][concur
   copy = Bytes();  // the last owner: the buffer, then the slab (its other cells went with the thread)
   const auto after = kincir::test::global_alloc_counts();
   CHECK(after.allocations - before.allocations == after.deallocations - before.deallocations);
+}
+
+namespace {
+
+/// Adopts and drops a payload when its thread ends, after the thread's slab guard (constructed
+/// later, so destroyed earlier) has released the thread's slab.
+struct LateAdopter {
+  bool armed = false;
+  LateAdopter() = default;
+  LateAdopter(const LateAdopter&) = delete;
+  LateAdopter& operator=(const LateAdopter&) = delete;
+  ~LateAdopter() {
+    if (armed) {
+      const Bytes late(std::vector<std::uint8_t>(500, 9));
+      if (late.size() != 500) std::abort();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("A payload adopted while its thread ends leaks no slab", "[bytes][concurrency]") {
+  const auto before = kincir::test::global_alloc_counts();
+  for (int i = 0; i < 3; ++i) {
+    std::thread([] {
+      thread_local LateAdopter late;  // first: destroyed last
+      late.armed = true;
+      const Bytes early(std::vector<std::uint8_t>(400, 1));  // the thread's first slab, and its guard
+      if (early.size() != 400) std::abort();
+    }).join();
+  }
+  const auto after = kincir::test::global_alloc_counts();
+  CHECK(after.allocations - before.allocations == after.deallocations - before.deallocations);
+}
+
+TEST_CASE("A payload too large to allocate throws instead of overflowing the size", "[bytes]") {
+  const std::size_t huge = std::numeric_limits<std::size_t>::max() - 4;
+  CHECK_THROWS_AS(Bytes::filled(huge, 1), std::bad_alloc);
+  CHECK_THROWS_AS(Bytes::build(huge, [](std::span<std::uint8_t>) {}), std::bad_alloc);
 }
 
 TEST_CASE("Bytes adopts a heap string without copying its bytes", "[bytes]") {

@@ -8,7 +8,8 @@
 #include <atomic>       // std::atomic for the reference count
 #include <cstdint>      // std::uint8_t
 #include <cstring>      // std::memcpy
-#include <new>          // ::operator new for the single-allocation copy
+#include <limits>       // the largest payload InlineBytes can hold
+#include <new>          // ::operator new for the single-allocation copy, std::bad_alloc
 #include <span>         // std::span views
 #include <string>       // std::string adoption
 #include <string_view>  // std::string_view views
@@ -48,36 +49,51 @@ struct alignas(kCacheLineSize) ControlSlab {
   }
 };
 
-/// A thread's current slab. Released at thread exit (its cells not yet carved).
+/// A thread's carving state (see `ControlCarver`): trivially destructible and `constinit`, so it
+/// stays usable while the thread's other `thread_local` objects are destroyed.
+struct CarverState {
+  ControlSlab* slab = nullptr;
+  std::uint32_t next = 0;
+  bool exited = false;  ///< The thread's guard is gone: it is ending.
+};
+inline constinit thread_local CarverState carver_state{};
+
+/// A thread's current slab. Its cells not yet carved are released at thread exit (by a guard). A
+/// payload adopted after that — by a `thread_local` destructor, or a static object's destructor at
+/// exit — gets a slab of its own whose other cells are given back at once.
 class ControlCarver {
  public:
-  ControlCarver() noexcept = default;
-  ControlCarver(const ControlCarver&) = delete;
-  ControlCarver& operator=(const ControlCarver&) = delete;
-  ~ControlCarver() {
-    // A slab whose cells are all carved belongs to their owners alone (it may be gone already).
-    if (slab_ != nullptr && next_ != ControlSlab::kCells) {
-      std::exchange(slab_, nullptr)->release(ControlSlab::kCells - next_);
-    }
-  }
-
   /// A cell for an owner, and its slab. @throws std::bad_alloc if a new slab cannot be allocated.
-  std::pair<void*, ControlSlab*> take() {
-    if (slab_ == nullptr || next_ == ControlSlab::kCells) {
-      slab_ = new ControlSlab;  // a full one is left to its owners, who free it
-      next_ = 0;
+  static std::pair<void*, ControlSlab*> take() {
+    CarverState& s = carver_state;
+    if (s.exited) [[unlikely]] {  // the thread is ending: one cell, nothing kept
+      auto* slab = new ControlSlab;
+      slab->release(ControlSlab::kCells - 1);
+      return {slab->cells[0].bytes, slab};
     }
-    return {slab_->cells[next_++].bytes, slab_};
-  }
-
-  static ControlCarver& mine() noexcept {
-    thread_local ControlCarver carver;
-    return carver;
+    if (s.slab == nullptr || s.next == ControlSlab::kCells) {
+      s.slab = new ControlSlab;  // a full one is left to its owners, who free it
+      s.next = 0;
+      thread_local Guard guard;  // constructed once per thread, on its first slab
+      (void)guard;
+    }
+    return {s.slab->cells[s.next++].bytes, s.slab};
   }
 
  private:
-  ControlSlab* slab_ = nullptr;
-  std::uint32_t next_ = 0;
+  /// Releases the cells of the thread's slab not yet carved when the thread ends (a slab whose
+  /// cells are all carved belongs to their owners alone, and may be gone already).
+  struct Guard {
+    Guard() noexcept = default;
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    ~Guard() {
+      CarverState& s = carver_state;
+      if (s.slab != nullptr && s.next != ControlSlab::kCells) s.slab->release(ControlSlab::kCells - s.next);
+      s.slab = nullptr;
+      s.exited = true;
+    }
+  };
 };
 
 template <class Container>
@@ -87,7 +103,7 @@ struct AdoptedBytes final : BytesControl {
 
   static AdoptedBytes* create(Container&& c) {
     static_assert(sizeof(AdoptedBytes) <= sizeof(ControlSlab::Cell), "an owner fits one cell");
-    const auto [cell, owner] = ControlCarver::mine().take();
+    const auto [cell, owner] = ControlCarver::take();
     return ::new (cell) AdoptedBytes(std::move(c), owner);
   }
 
@@ -106,6 +122,7 @@ struct AdoptedBytes final : BytesControl {
 struct InlineBytes final : BytesControl {
   /// Room for `size` bytes, uninitialised.
   static InlineBytes* create(std::size_t size) {
+    if (size > std::numeric_limits<std::size_t>::max() - sizeof(InlineBytes)) throw std::bad_alloc();
     void* memory = ::operator new(sizeof(InlineBytes) + size);
     return ::new (memory) InlineBytes;
   }
