@@ -1,6 +1,7 @@
 // kincir-bench: the bundled throughput and latency benchmark (`scripts/dev bench` runs it).
 //
 //   kincir-bench [--quick | --full] [--filter REGEX] [--repetitions N] [--json FILE] [--list]
+//                [--rabbitmq-uri URI] [--no-rabbitmq-c]
 //
 // Runs the selected workloads (Google Benchmark underneath, one iteration per repetition, a
 // warm-up repetition first, the median of the others reported), shows progress on stderr, prints one table on stdout
@@ -32,6 +33,7 @@
 #include <vector>       // results
 
 #include "guide.hpp"
+#include "rabbitmq_workloads.hpp"
 #include "workloads.hpp"
 
 #ifndef KINCIR_BENCH_BUILD_TYPE
@@ -52,6 +54,7 @@ struct Options {
   std::string json;
   int repetitions = 0;  // 0: the mode's default
   bool list = false;
+  RabbitMQOptions rabbitmq;
 };
 
 void usage(std::FILE* out) {
@@ -65,6 +68,8 @@ void usage(std::FILE* out) {
       "  --repetitions N  runs per workload (the median is reported)\n"
       "  --json FILE      write every result and the machine description as JSON\n"
       "  --list           list the selected workloads and exit\n"
+      "  --rabbitmq-uri URI  the RabbitMQ rows use this broker instead of starting a throw-away node\n"
+      "  --no-rabbitmq-c  the RabbitMQ rows run kincir only (profiling)\n"
       "  --benchmark_*    passed to Google Benchmark\n"
       "Through scripts/dev bench also: --compare FILE (ratios to an earlier --json), --report DIR (SVG + Markdown).\n");
 }
@@ -104,6 +109,12 @@ std::optional<Options> parse(int argc, char** argv, std::vector<char*>& benchmar
       }
     } else if (arg == "--list") {
       o.list = true;
+    } else if (arg == "--rabbitmq-uri") {
+      auto v = value();
+      if (!v) return std::nullopt;
+      o.rabbitmq.uri = *v;
+    } else if (arg == "--no-rabbitmq-c") {
+      o.rabbitmq.peer = false;
     } else if (arg.starts_with("--benchmark_")) {
       benchmark_args.push_back(argv[i]);
     } else if (arg == "--help" || arg == "-h") {
@@ -213,6 +224,12 @@ double median(std::vector<double> v) {
   return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/// Who else ran a row in the same repetitions: its counters' prefix and its label.
+struct Peer {
+  const char* name;
+  const char* label;
+};
+
 /// One workload's repetitions.
 struct Result {
   const Workload* workload = nullptr;
@@ -238,28 +255,40 @@ struct Result {
     return std::isnan(bytes) ? kNaN : bytes / time();
   }
 
-  /// A peer's runs of this row (the guide's workloads), if it ran.
-  [[nodiscard]] const std::vector<double>* peer_seconds(Impl peer) const {
-    const auto it = counters.find(std::string(impl_name(peer)) + kPeerSecondsSuffix);
+  /// A peer's runs of this row (the guide's workloads, the RabbitMQ rows), if it ran.
+  [[nodiscard]] const std::vector<double>* peer_seconds(const Peer& peer) const {
+    const auto it = counters.find(std::string(peer.name) + kPeerSecondsSuffix);
     return it == counters.end() || it->second.size() != seconds.size() ? nullptr : &it->second;
   }
-  [[nodiscard]] double peer_time(Impl peer) const {
+  [[nodiscard]] double peer_time(const Peer& peer) const {
     const auto* s = peer_seconds(peer);
     return s == nullptr ? kNaN : median(*s);
   }
-  [[nodiscard]] double peer_rate(Impl peer) const {
+  [[nodiscard]] double peer_rate(const Peer& peer) const {
     const auto* s = peer_seconds(peer);
     if (s == nullptr) return kNaN;
     std::vector<double> rates;
     for (std::size_t i = 0; i < s->size(); ++i) rates.push_back(this->rates[i] * seconds[i] / (*s)[i]);
     return median(rates);
   }
-  [[nodiscard]] double peer_peak(Impl peer) const {
-    return counter_max(std::string(impl_name(peer)) + kPeerPeakSuffix);
+  [[nodiscard]] double peer_peak(const Peer& peer) const {
+    return counter_max(std::string(peer.name) + kPeerPeakSuffix);
+  }
+  /// Client CPU time per message (µs), kincir's or a peer's, where the row measures it.
+  [[nodiscard]] double cpu() const { return counter(kCpuPerMessage); }
+  [[nodiscard]] double peer_cpu(const Peer& peer) const { return counter(std::string(peer.name) + kCpuSuffix); }
+  /// kincir's CPU per message divided by the peer's, the median of the per-repetition ratios.
+  [[nodiscard]] double cpu_ratio(const Peer& peer) const {
+    const auto ours = counters.find(kCpuPerMessage);
+    const auto theirs = counters.find(std::string(peer.name) + kCpuSuffix);
+    if (ours == counters.end() || theirs == counters.end() || ours->second.size() != theirs->second.size()) return kNaN;
+    std::vector<double> r;
+    for (std::size_t i = 0; i < ours->second.size(); ++i) r.push_back(ours->second[i] / theirs->second[i]);
+    return median(r);
   }
   /// kincir's rate divided by the peer's, the median of the per-repetition ratios (both ran in
   /// the same repetition, so load hits both alike).
-  [[nodiscard]] double ratio(Impl peer) const {
+  [[nodiscard]] double ratio(const Peer& peer) const {
     const auto* s = peer_seconds(peer);
     if (s == nullptr) return kNaN;
     std::vector<double> r;
@@ -268,7 +297,10 @@ struct Result {
   }
 };
 
-constexpr Impl kPeers[] = {Impl::zeromq, Impl::mutex};
+const Peer kZeroMQ{impl_name(Impl::zeromq), impl_label(Impl::zeromq)};
+const Peer kMutex{impl_name(Impl::mutex), impl_label(Impl::mutex)};
+const Peer kRabbitMQC{kRabbitMQCName, kRabbitMQCLabel};
+const Peer* const kPeers[] = {&kZeroMQ, &kMutex, &kRabbitMQC};
 
 const char* unit_name(Unit u) {
   switch (u) {
@@ -384,8 +416,15 @@ class Reporter : public benchmark::BenchmarkReporter {
 
 // --- the table and the targets -------------------------------------------------------------------
 
+std::string cpu_text(double us) { return std::isnan(us) ? "-" : fmt::format("{:.2f} us", us); }
+
 std::string note(const Result& r) {
   if (r.failed) return {};
+  if (!std::isnan(r.cpu())) {
+    if (r.peer_seconds(kRabbitMQC) == nullptr) return fmt::format("CPU {}/msg", cpu_text(r.cpu()));
+    return fmt::format("CPU {}/msg; vs rabbitmq-c: {:.2f}x msg/s, {:.2f}x CPU/msg", cpu_text(r.cpu()),
+                       r.ratio(kRabbitMQC), r.cpu_ratio(kRabbitMQC));
+  }
   const double overhead = r.counter(kOverhead);
   if (!std::isnan(overhead)) return fmt::format("{:+.1f} % vs plain (same runs)", overhead * 100);
   const double payload = r.payload_rate();
@@ -397,17 +436,19 @@ std::string note(const Result& r) {
 
 std::string ratio_text(double ratio) { return std::isnan(ratio) ? "" : fmt::format("{:.2f}x", ratio); }
 
-void print_table(const std::vector<Result>& results, int repetitions) {
+void print_table(const std::vector<Result>& results, int repetitions, const std::string& rabbitmq_skipped) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"workload", "rate", "time/run", "p50", "p99", "peak mem", "vs ZeroMQ", "vs mutex", "note"});
   for (const auto& r : results) {
     rows.push_back({r.workload->name, rate_text(r), duration(r.time()), latency_text(r.counter(kP50)),
-                    latency_text(r.counter(kP99)), memory_text(r.counter_max(kPeakBytes)),
-                    ratio_text(r.ratio(Impl::zeromq)), ratio_text(r.ratio(Impl::mutex)), note(r)});
-    for (const Impl peer : kPeers) {
-      if (r.failed || r.peer_seconds(peer) == nullptr) continue;
-      rows.push_back({std::string("  ") + impl_name(peer), si(r.peer_rate(peer)) + " " + unit_name(r.workload->unit),
-                      duration(r.peer_time(peer)), "-", "-", memory_text(r.peer_peak(peer)), "", "", impl_label(peer)});
+                    latency_text(r.counter(kP99)), memory_text(r.counter_max(kPeakBytes)), ratio_text(r.ratio(kZeroMQ)),
+                    ratio_text(r.ratio(kMutex)), note(r)});
+    for (const Peer* peer : kPeers) {
+      if (r.failed || r.peer_seconds(*peer) == nullptr) continue;
+      const double cpu = r.peer_cpu(*peer);
+      rows.push_back({std::string("  ") + peer->name, si(r.peer_rate(*peer)) + " " + unit_name(r.workload->unit),
+                      duration(r.peer_time(*peer)), "-", "-", memory_text(r.peer_peak(*peer)), "", "",
+                      std::string(peer->label) + (std::isnan(cpu) ? "" : "; CPU " + cpu_text(cpu) + "/msg")});
     }
   }
   std::vector<std::size_t> width(rows.front().size(), 0);
@@ -437,6 +478,17 @@ void print_table(const std::vector<Result>& results, int repetitions) {
       "vs ZeroMQ, vs mutex = kincir's rate / the peer's, median of the per-run ratios (each run measures kincir and "
       "its peers, in rotating order); cold/ = once per fresh process{}\n",
       repetitions, impl_available(Impl::zeromq) ? "" : "; ZeroMQ: not built in (install libzmq3-dev cppzmq-dev)");
+  const bool rabbitmq_rows =
+      std::any_of(results.begin(), results.end(), [](const Result& r) { return r.workload->group == "rabbitmq"; });
+  if (rabbitmq_rows)
+    fmt::print(
+        "rabbitmq/ = a local RabbitMQ node on loopback, kincir's adapter and rabbitmq-c in rotating order; CPU/msg = "
+        "user + system time of this process (getrusage RUSAGE_SELF: every client thread, not the broker) / "
+        "messages{}\n",
+        rabbitmq_peer_enabled() ? ""
+        : rabbitmq_c_built_in() ? "; rabbitmq-c: turned off (--no-rabbitmq-c)"
+                                : "; rabbitmq-c: not built in (install librabbitmq-dev)");
+  if (!rabbitmq_skipped.empty()) fmt::print("{}\n", rabbitmq_skipped);
 }
 
 /// One performance target and how this run did against it.
@@ -456,7 +508,7 @@ const Result* find(const std::vector<Result>& results, const std::string& name) 
   return nullptr;
 }
 
-std::string ratio_measured(double ratio, const Result& r, Impl peer) {
+std::string ratio_measured(double ratio, const Result& r, const Peer& peer) {
   return fmt::format("{:.2f}x ({} vs {})", ratio, si(r.rate()), si(r.peer_rate(peer)));
 }
 
@@ -466,10 +518,10 @@ std::vector<Target> targets(const std::vector<Result>& results) {
   const auto versus_zeromq = [&](const char* name, const char* what, double at_least) {
     const Result* r = find(results, name);
     if (r == nullptr) return;
-    const double ratio = r->ratio(Impl::zeromq);
+    const double ratio = r->ratio(kZeroMQ);
     if (std::isnan(ratio)) return;
     t.push_back({name, what, "ZeroMQ inproc", fmt::format(">= {:g}x ZeroMQ", at_least), ratio,
-                 ratio_measured(ratio, *r, Impl::zeromq), ratio >= at_least});
+                 ratio_measured(ratio, *r, kZeroMQ), ratio >= at_least});
   };
   versus_zeromq("cold/simple/publish", "simple publish, fresh process", 30);
   versus_zeromq("simple/publish", "simple publish, warm", 30);
@@ -480,7 +532,7 @@ std::vector<Target> targets(const std::vector<Result>& results) {
   for (const char* name : {"cold/simple/publish", "simple/publish"}) {
     if (const Result* r = find(results, name)) {
       const double ours = r->counter_max(kPeakBytes);
-      const double theirs = r->peer_peak(Impl::zeromq);
+      const double theirs = r->peer_peak(kZeroMQ);
       if (std::isnan(theirs) || theirs <= 0) continue;
       t.push_back({name, std::string("peak memory beyond the input, ") + (name[0] == 'c' ? "fresh process" : "warm"),
                    "ZeroMQ inproc", "<= 0.15x ZeroMQ", ours / theirs,
@@ -521,6 +573,18 @@ std::vector<Target> targets(const std::vector<Result>& results) {
       const double o = r->counter(kOverhead);
       t.push_back({name, what, "-", "<= 5 %", o, fmt::format("{:+.1f} %", o * 100), o <= 0.05});
     }
+  }
+  // RabbitMQ, against rabbitmq-c in the same runs: at least its rate at half its CPU per message.
+  for (const auto& r : results) {
+    if (r.failed || r.workload->group != "rabbitmq" || r.peer_seconds(kRabbitMQC) == nullptr) continue;
+    const std::string what = r.workload->name.substr(std::string("rabbitmq/").size());
+    const double rate = r.ratio(kRabbitMQC);
+    t.push_back({r.workload->name, "RabbitMQ " + what + ": msg/s", "rabbitmq-c", ">= 1.0x rabbitmq-c", rate,
+                 ratio_measured(rate, r, kRabbitMQC), rate >= 1.0});
+    const double cpu = r.cpu_ratio(kRabbitMQC);
+    t.push_back({r.workload->name, "RabbitMQ " + what + ": client CPU per message", "rabbitmq-c", "<= 0.5x rabbitmq-c",
+                 cpu, fmt::format("{:.2f}x ({} vs {})", cpu, cpu_text(r.cpu()), cpu_text(r.peer_cpu(kRabbitMQC))),
+                 cpu <= 0.5});
   }
   return t;
 }
@@ -590,11 +654,13 @@ bool write_json(const std::string& path, const Options& o, const Context& contex
                      number(r.counter(kP99)), number(r.counter(kP999)), number(r.counter_max(kMax)));
     j += fmt::format("\"peak_bytes\": {}, \"payload_bytes_per_s\": {}, \"overhead\": {}, ",
                      number(r.counter_max(kPeakBytes)), number(r.payload_rate()), number(r.counter(kOverhead)));
-    j += fmt::format("\"ratio_zeromq\": {}, \"ratio_mutex\": {}, ", number(r.ratio(Impl::zeromq)),
-                     number(r.ratio(Impl::mutex)));
+    j += fmt::format("\"ratio_zeromq\": {}, \"ratio_mutex\": {}, ", number(r.ratio(kZeroMQ)), number(r.ratio(kMutex)));
+    j += fmt::format("\"cpu_us_per_msg\": {}, \"ratio_rabbitmq_c\": {}, \"cpu_ratio_rabbitmq_c\": {}, ",
+                     number(r.cpu()), number(r.ratio(kRabbitMQC)), number(r.cpu_ratio(kRabbitMQC)));
     j += fmt::format("\"runs\": {{\"time_s\": {}, \"rate\": {}}}}}", numbers(r.seconds), numbers(r.rates));
     // The peers measured in the same runs: rows of their own, named "<row> [<peer>]".
-    for (const Impl peer : kPeers) {
+    for (const Peer* peer_ptr : kPeers) {
+      const Peer& peer = *peer_ptr;
       const std::vector<double>* peer_s = r.failed ? nullptr : r.peer_seconds(peer);
       if (peer_s == nullptr) continue;
       std::vector<double> rates;
@@ -602,16 +668,16 @@ bool write_json(const std::string& path, const Options& o, const Context& contex
       j += ",\n    {";
       j += fmt::format(
           "\"name\": {}, \"group\": {}, \"title\": {}, \"unit\": {}, \"message_size\": {}, \"peer\": {}, \"of\": {}, ",
-          quoted(w.name + " [" + impl_name(peer) + "]"), quoted("peer:" + w.group), quoted(impl_label(peer)),
-          quoted(unit_name(w.unit)), w.message_size, quoted(impl_name(peer)), quoted(w.name));
+          quoted(w.name + " [" + peer.name + "]"), quoted("peer:" + w.group), quoted(peer.label),
+          quoted(unit_name(w.unit)), w.message_size, quoted(peer.name), quoted(w.name));
       j += fmt::format(
           "\"failed\": false, \"error\": \"\", \"rate\": {}, \"time_s\": {}, \"messages\": {}, \"deliveries\": {}, ",
           number(r.peer_rate(peer)), number(r.peer_time(peer)), number(r.counter(kMessages)),
           number(r.counter(kDeliveries)));
       j += fmt::format(
           "\"p50_ns\": null, \"p99_ns\": null, \"p999_ns\": null, \"max_ns\": null, \"peak_bytes\": {}, "
-          "\"payload_bytes_per_s\": null, \"overhead\": null, ",
-          number(r.peer_peak(peer)));
+          "\"payload_bytes_per_s\": null, \"overhead\": null, \"cpu_us_per_msg\": {}, ",
+          number(r.peer_peak(peer)), number(r.peer_cpu(peer)));
       j += fmt::format("\"runs\": {{\"time_s\": {}, \"rate\": {}}}}}", numbers(*peer_s), numbers(rates));
     }
     j += i + 1 == results.size() ? "\n" : ",\n";
@@ -687,7 +753,12 @@ int main(int argc, char** argv) {
 
   const std::string started = utc_now();
   const std::string load_before = load_average();
-  static const std::vector<Workload> all = make_workloads();
+  set_rabbitmq_options(o.rabbitmq);
+  static const std::vector<Workload> all = [] {
+    std::vector<Workload> w = make_workloads();
+    for (auto& x : make_rabbitmq_workloads()) w.push_back(std::move(x));
+    return w;
+  }();
   std::vector<Result> results;
   for (const auto& w : all) {
     if (static_cast<int>(w.tier) > static_cast<int>(o.tier)) continue;
@@ -701,6 +772,17 @@ int main(int argc, char** argv) {
   if (results.empty()) {
     fmt::print(stderr, "kincir-bench: no workload matches --filter {}\n", o.filter);
     return 2;
+  }
+  // The RabbitMQ rows need a broker: without one they are left out, said in one line.
+  std::string rabbitmq_skipped;
+  if (std::any_of(results.begin(), results.end(), [](const Result& r) { return r.workload->group == "rabbitmq"; })) {
+    fmt::print(stderr, "kincir-bench: starting a RabbitMQ node for the rabbitmq/ rows\n");
+    rabbitmq_skipped = rabbitmq_start();
+    if (!rabbitmq_skipped.empty()) {
+      fmt::print(stderr, "{}\n", rabbitmq_skipped);
+      std::erase_if(results, [](const Result& r) { return r.workload->group == "rabbitmq"; });
+      if (results.empty()) return 0;
+    }
   }
 
   int benchmark_argc = static_cast<int>(benchmark_args.size());
@@ -736,9 +818,10 @@ int main(int argc, char** argv) {
   p.current = static_cast<std::size_t>(-1);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
+  rabbitmq_stop();
 
   const Context context = machine(reporter.cpu(), started, load_before);
-  print_table(results, o.repetitions);
+  print_table(results, o.repetitions, rabbitmq_skipped);
   const std::vector<Target> t = targets(results);
   print_targets(t);
   fmt::print("\n{}, {} logical CPUs, {}; {}, {} build; load average before {}, after {}\n", lookup(context, "cpu"),

@@ -66,6 +66,12 @@ def rate_text(r):
 
 
 def note(r):
+    if r.get("cpu_us_per_msg") is not None:  # the RabbitMQ rows and their rabbitmq-c peer
+        text = f"CPU {r['cpu_us_per_msg']:.2f} us/msg"
+        if r.get("ratio_rabbitmq_c") is not None:
+            text += (f"; ÷ rabbitmq-c: {r['ratio_rabbitmq_c']:.2f}x msg/s, "
+                     f"{r['cpu_ratio_rabbitmq_c']:.2f}x CPU/msg")
+        return text
     if r.get("overhead") is not None:
         return f"{r['overhead'] * 100:+.1f} % vs plain (same runs)"
     if r.get("payload_bytes_per_s") is not None:
