@@ -8,7 +8,7 @@
 #include <kincir/core/uuid.hpp>
 
 #include <cstdint>      // std::uint8_t
-#include <ostream>      // operator<<
+#include <iosfwd>       // operator<< is a template: <ostream> is included by whoever streams
 #include <string>       // payload conveniences and describe()
 #include <string_view>  // metadata keys
 #include <utility>      // std::move
@@ -73,6 +73,9 @@ inline std::string describe(const Message& m) {
 
 }  // namespace detail
 
-inline std::ostream& operator<<(std::ostream& os, const Message& m) { return os << detail::describe(m); }
+template <class Traits>
+std::basic_ostream<char, Traits>& operator<<(std::basic_ostream<char, Traits>& os, const Message& m) {
+  return os << detail::describe(m);
+}
 
 }  // namespace kincir

@@ -7,25 +7,90 @@
 
 #include <array>         // std::array storage
 #include <compare>       // operator<=>
+#include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint8_t, std::uint64_t
 #include <cstring>       // std::memcpy
 #include <functional>    // std::hash
-#include <ostream>       // operator<<
-#include <random>        // std::random_device for per-thread seeding
+#include <iosfwd>        // operator<< is a template: <ostream> is included by whoever streams
 #include <string>        // std::string
 #include <string_view>   // parse input
 #include <system_error>  // std::error_code
+
+// Seeding: the kernel's generator on Linux (no <random>, which costs every includer a third of a
+// second to parse), std::random_device elsewhere.
+#if defined(__linux__)
+#include <fcntl.h>       // open /dev/urandom (kernels before getrandom)
+#include <sys/random.h>  // getrandom
+#include <unistd.h>      // read, close
+#include <cerrno>        // EINTR
+#include <chrono>        // the last-resort seed
+#else
+#include <random>  // std::random_device
+#endif
 
 namespace kincir {
 
 namespace detail {
 
+#if defined(__linux__)
+/// Fills `out` from `getrandom`, or from /dev/urandom on a kernel without it; false if neither
+/// gave every byte.
+inline bool system_random(unsigned char* out, std::size_t size) noexcept {
+  std::size_t got = 0;
+  while (got < size) {
+    const ssize_t n = ::getrandom(out + got, size - got, 0);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      break;
+    }
+  }
+  if (got == size) return true;
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-vararg): open is the POSIX interface
+  const int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  got = 0;
+  while (got < size) {
+    const ssize_t n = ::read(fd, out + got, size - got);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  ::close(fd);
+  return got == size;
+}
+#endif
+
 /// xoshiro256** (Blackman & Vigna, 2018): a small, fast generator with 256 bits of state.
-/// One per thread, seeded once from std::random_device, so ids cost no system call.
+/// One per thread, seeded once from the system's generator, so ids cost no system call.
 class Xoshiro256 {
  public:
-  explicit Xoshiro256(std::random_device& rd) noexcept {
+  Xoshiro256() noexcept {
+#if defined(__linux__)
+    std::array<unsigned char, sizeof state_> seed{};
+    if (system_random(seed.data(), seed.size())) {
+      std::memcpy(state_, seed.data(), sizeof state_);
+    } else {
+      // No kernel generator at all (a sandbox without getrandom or /dev/urandom): a seed that
+      // still differs between threads and runs, mixed with splitmix64.
+      std::uint64_t x = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+                        static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
+                        // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): an address as seed bits
+                        reinterpret_cast<std::uintptr_t>(this);
+      for (auto& word : state_) {
+        x += 0x9e3779b97f4a7c15ULL;
+        std::uint64_t z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        word = z ^ (z >> 31);
+      }
+    }
+#else
+    std::random_device rd;
     for (auto& word : state_) word = (std::uint64_t{rd()} << 32) ^ rd();
+#endif
     if ((state_[0] | state_[1] | state_[2] | state_[3]) == 0) state_[0] = 1;  // all-zero is a fixed point
   }
 
@@ -48,10 +113,7 @@ class Xoshiro256 {
 };
 
 inline Xoshiro256& thread_generator() {
-  thread_local Xoshiro256 generator = [] {
-    std::random_device rd;
-    return Xoshiro256(rd);
-  }();
+  thread_local Xoshiro256 generator;
   return generator;
 }
 
@@ -148,7 +210,8 @@ class Uuid {
   friend constexpr bool operator==(const Uuid&, const Uuid&) noexcept = default;
   friend constexpr auto operator<=>(const Uuid&, const Uuid&) noexcept = default;
 
-  friend std::ostream& operator<<(std::ostream& os, const Uuid& id) {
+  template <class Traits>
+  friend std::basic_ostream<char, Traits>& operator<<(std::basic_ostream<char, Traits>& os, const Uuid& id) {
     char buf[kStringLength];
     id.format_to(buf);
     return os.write(buf, kStringLength);
