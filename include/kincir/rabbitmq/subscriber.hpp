@@ -45,6 +45,17 @@ inline constexpr int kGenerationShift = 48;
 inline constexpr std::uint64_t kDeliveryTagMask = (std::uint64_t{1} << kGenerationShift) - 1;
 inline constexpr std::uint64_t kGenerationMask = 0xFFFF;
 
+/// A new channel generation, never 0. Drawn from one counter for the whole process, so that a
+/// handle of another subscriber (whose tag may be a valid tag here) is refused as stale instead of
+/// settling this subscriber's delivery of the same tag.
+inline std::uint64_t next_generation() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  for (;;) {
+    const std::uint64_t g = (counter.fetch_add(1, std::memory_order_relaxed) + 1) & kGenerationMask;
+    if (g != 0) return g;
+  }
+}
+
 struct Received {
   Message message;
   std::uint64_t tag = 0;  // generation-qualified
@@ -118,7 +129,7 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
       buffered_bytes_ = 0;
       unacked_.clear();
       terminal_ = kincir::errc::not_subscribed;
-      generation_.fetch_add(1, std::memory_order_acq_rel);
+      generation_.store(next_generation(), std::memory_order_release);
       pending = std::move(async_);
     }
     cv_.notify_all();
@@ -233,13 +244,30 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
     if (retry_timer_) retry_timer_->cancel();
     if (auto ch = std::move(channel_)) ch->async_close([] {});
     conn_->end_turn();
+    finish_pending_subscribe(kincir::errc::closed);
+    // The subscriber is gone: a pending async_receive still gets its one completion.
+    std::unique_ptr<AsyncReceiver> op;
+    {
+      const std::lock_guard lock(mutex_);
+      op = std::move(async_);
+    }
+    if (op) op->complete(asio::error::operation_aborted, Message{});
   }
 
   void on_recovered() override {
-    if (shut_down_ || channel_) return;
+    if (shut_down_) return;
+    if (pending_subscribe_) {  // a subscribe made during the outage goes ahead now
+      auto done = std::move(pending_subscribe_);
+      pending_subscribe_ = nullptr;
+      return open_and_consume(false, std::move(done));
+    }
+    if (channel_) return;
     resubscribe();
   }
-  void on_failed(std::error_code ec) override { set_terminal(ec ? ec : std::error_code(errc::connection_closed)); }
+  void on_failed(std::error_code ec) override {
+    finish_pending_subscribe(ec ? ec : std::error_code(errc::connection_closed));
+    set_terminal(ec ? ec : std::error_code(errc::connection_closed));
+  }
 
   /// The channel (null while there is none), for tests and diagnostics.
   [[nodiscard]] const std::shared_ptr<Channel>& channel() const noexcept { return channel_; }
@@ -292,7 +320,46 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
     topic_sub_ = topic;
     group_sub_ = group;
     consumed_ = false;
-    open_and_consume(false, [waiter](std::error_code ec) { waiter->set(ec, 0); });
+    // While the connection is being recovered the subscribe waits for it, at most `call_timeout`
+    // from now; a connection lost while subscribing waits the same way.
+    const auto deadline = clock::now() + cfg_.call_timeout;
+    auto done = std::make_shared<std::function<void(std::error_code)>>();
+    *done = [weak = weak_from_this(), waiter, deadline, done_weak = std::weak_ptr(done)](std::error_code ec) {
+      auto self = weak.lock();
+      if (ec && self && !self->shut_down_ && self->conn_->recovering() && clock::now() < deadline) {
+        if (auto again = done_weak.lock())
+          return self->park_subscribe(deadline, [again](std::error_code e) { (*again)(e); });
+      }
+      if (ec && self) {  // failed: no recovery may consume it later
+        const std::lock_guard lock(self->mutex_);
+        self->subscribed_ = false;
+        if (!self->terminal_) self->terminal_ = ec;
+      }
+      waiter->set(ec, 0);
+    };
+    if (conn_->phase() != ConnectionCore::Phase::open && conn_->recovering())
+      return park_subscribe(deadline, [done](std::error_code e) { (*done)(e); });
+    open_and_consume(false, [done](std::error_code e) { (*done)(e); });
+  }
+
+  /// The connection is being recovered: the subscribe goes ahead in `on_recovered`, or fails with
+  /// `errc::connection_recovering` at `deadline`, or with the error that ends the connection.
+  void park_subscribe(clock::time_point deadline, std::function<void(std::error_code)> done) {
+    pending_subscribe_ = std::move(done);
+    if (!subscribe_timer_) subscribe_timer_ = std::make_unique<asio::steady_timer>(conn_->strand());
+    subscribe_timer_->expires_at(deadline);
+    subscribe_timer_->async_wait([weak = weak_from_this()](std::error_code ec) {
+      auto self = weak.lock();
+      if (!ec && self) self->finish_pending_subscribe(errc::connection_recovering);
+    });
+  }
+
+  void finish_pending_subscribe(std::error_code ec) {
+    if (!pending_subscribe_) return;
+    auto done = std::move(pending_subscribe_);
+    pending_subscribe_ = nullptr;
+    if (subscribe_timer_) subscribe_timer_->cancel();
+    done(ec);
   }
 
   /// After a recovery (of the connection or of this channel): consume again.
@@ -343,7 +410,8 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
       std::uint64_t generation = 0;
       {
         const std::lock_guard lock(self->mutex_);
-        generation = self->generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
+        generation = next_generation();
+        self->generation_.store(generation, std::memory_order_release);
         if (!recovery) {
           self->terminal_.clear();
           self->subscribed_ = true;
@@ -620,6 +688,8 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
   bool resubscribing_ = false;
   bool consumed_ = false;  // the subscription consumed once: a later channel error is recovered
   std::unique_ptr<asio::steady_timer> retry_timer_;
+  std::function<void(std::error_code)> pending_subscribe_;  // a subscribe waiting for recovery
+  std::unique_ptr<asio::steady_timer> subscribe_timer_;
   std::atomic<std::uint64_t> recoveries_{0};
 
   // Any thread, under mutex_.
