@@ -22,6 +22,7 @@
 #include <string>        // hosts, names, error text
 #include <string_view>   // URI parsing
 #include <system_error>  // std::error_code
+#include <utility>       // std::pair (validate)
 #include <vector>        // endpoints
 
 namespace kincir::rabbitmq {
@@ -214,6 +215,13 @@ struct RabbitMQConfig {
 
   /// `amqp://user:****@host:port/vhost (heartbeat …)`: the password is never shown.
   [[nodiscard]] std::string to_string() const;
+
+  /// Checks what no connection could work with; `Connection::open` calls it first. Errors
+  /// (`kincir::errc::invalid_argument`, `*why` names the field): no endpoint, an empty host or port
+  /// 0, a deadline (`connect_timeout`, `handshake_timeout`, `call_timeout`, `close_timeout`,
+  /// `confirm_timeout`) that is not positive, a recovery `initial_delay` that is not positive, a
+  /// `max_delay` below it, a `multiplier` below 1 or not finite, a `jitter` outside [0, 1].
+  [[nodiscard]] std::error_code validate(std::string* why = nullptr) const;
 };
 
 namespace detail {
@@ -414,6 +422,31 @@ KINCIR_DECL void RabbitMQConfig::apply_uri(std::string_view uri, std::error_code
   }
   next.endpoints.assign(1, endpoint);
   *this = std::move(next);
+}
+
+KINCIR_DECL std::error_code RabbitMQConfig::validate(std::string* why) const {
+  const auto bad = [why](std::string text) -> std::error_code {
+    if (why != nullptr) *why = "invalid RabbitMQ config: " + std::move(text);
+    return kincir::errc::invalid_argument;
+  };
+  if (endpoints.empty()) return bad("no endpoint");
+  for (const Endpoint& e : endpoints) {
+    if (e.host.empty()) return bad("an endpoint without a host");
+    if (e.port == 0) return bad("endpoint " + e.host + " has port 0");
+  }
+  const std::pair<const char*, std::chrono::milliseconds> deadlines[] = {
+      {"connect_timeout", connect_timeout}, {"handshake_timeout", handshake_timeout},
+      {"call_timeout", call_timeout},       {"close_timeout", close_timeout},
+      {"confirm_timeout", confirm_timeout}, {"recovery.initial_delay", recovery.initial_delay}};
+  for (const auto& [name, value] : deadlines)
+    if (value.count() <= 0)
+      return bad(std::string(name) + " must be positive (got " + std::to_string(value.count()) + " ms)");
+  if (recovery.max_delay < recovery.initial_delay) return bad("recovery.max_delay is below recovery.initial_delay");
+  // Written so that NaN fails too.
+  if (!(recovery.multiplier >= 1.0) || recovery.multiplier > 1e6)
+    return bad("recovery.multiplier must be a number from 1 to 1e6");
+  if (!(recovery.jitter >= 0.0 && recovery.jitter <= 1.0)) return bad("recovery.jitter must be from 0 to 1");
+  return {};
 }
 
 KINCIR_DECL std::string RabbitMQConfig::to_string() const {

@@ -561,7 +561,12 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   // --- recovery ---
   void report(const RecoveryEvent& ev) {
     if (!config_.recovery.on_state) return;
-    asio::post(handler_executor_, [cb = config_.recovery.on_state, ev] { cb(ev); });
+    asio::post(handler_executor_, [cb = config_.recovery.on_state, ev] {
+      try {
+        cb(ev);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): it would end the handler thread (and the process)
+      }
+    });
   }
 
   template <class F>
@@ -1190,14 +1195,16 @@ KINCIR_DECL void Channel::close(std::error_code& ec) {
 /// handlers. Create it with `Connection::open`; share it (`std::shared_ptr`) between publishers
 /// and subscribers, each of which uses channels of its own. Thread-safe.
 ///
-/// Do not release the last reference from inside one of its completion handlers (the
-/// destructor joins the handler thread).
+/// The last reference may go inside one of its completion handlers or its `on_state` callback
+/// (the handler thread is then joined by another thread), but not inside a `ChannelEvents`
+/// callback of a raw channel (those run on the I/O thread, which the destructor joins).
 class Connection {
  public:
   /// Connects to the first endpoint that answers and completes the handshake. Errors:
-  /// `errc::connect_timeout` or a socket error, `errc::handshake_timeout`, the server's reply
-  /// code (`reply_code::access_refused` for a bad login: `server_message()` has its text),
-  /// `errc::protocol_version_mismatch` ...
+  /// `kincir::errc::invalid_argument` for a config that `RabbitMQConfig::validate` refuses (no
+  /// thread is started), `errc::connect_timeout` or a socket error, `errc::handshake_timeout`,
+  /// the server's reply code (`reply_code::access_refused` for a bad login: `server_message()`
+  /// has its text), `errc::protocol_version_mismatch` ...
   static std::shared_ptr<Connection> open(const RabbitMQConfig& config, std::error_code& ec) {
     std::string ignored;
     return open_reporting(config, ec, ignored);
@@ -1221,14 +1228,20 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  /// Closes (at most `close_timeout`) and joins the connection's threads.
+  /// Closes (at most `close_timeout`) and joins the connection's threads. When the last
+  /// reference goes inside one of the connection's own handlers (or its `on_state` callback),
+  /// the handler thread cannot join itself: a thread of its own joins it once the handler returns.
   ~Connection() {
     std::error_code ignored;
     close(ignored);
     work_.reset();
     io_.stop();
     if (thread_.joinable()) thread_.join();
-    handlers_.join();
+    if (handlers_->get_executor().running_in_this_thread()) {
+      std::thread([pool = std::move(handlers_)] { pool->join(); }).detach();
+      return;
+    }
+    handlers_->join();
   }
 
   /// connection.close(200), waits for close-ok (at most `close_timeout`), drops the socket.
@@ -1311,11 +1324,13 @@ class Connection {
  private:
   explicit Connection(const RabbitMQConfig& config)
       : work_(asio::make_work_guard(io_)),
-        core_(std::make_shared<detail::ConnectionCore>(io_, handlers_.get_executor(), config)),
+        core_(std::make_shared<detail::ConnectionCore>(io_, handlers_->get_executor(), config)),
         thread_([this] { io_.run(); }) {}
 
   static std::shared_ptr<Connection> open_reporting(const RabbitMQConfig& config, std::error_code& ec,
                                                     std::string& text) {
+    ec = config.validate(&text);  // before any thread or socket
+    if (ec) return nullptr;
     std::shared_ptr<Connection> c(new Connection(config));
     auto waiter = std::make_shared<detail::Waiter<int>>();
     asio::post(c->core_->strand(),
@@ -1330,7 +1345,7 @@ class Connection {
 
   asio::io_context io_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_;
-  asio::thread_pool handlers_{1};
+  std::shared_ptr<asio::thread_pool> handlers_ = std::make_shared<asio::thread_pool>(1);
   std::shared_ptr<detail::ConnectionCore> core_;
   std::thread thread_;
 };

@@ -251,6 +251,13 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
     }
     b.unsettled = 0;
     finish(b);
+    // Messages of ended publishes kept for a republish no longer count against the outage buffer.
+    std::erase_if(resend_, [this](const Entry& e) {
+      if (e.batch && !e.batch->finished) return false;
+      buffered_ -= 1;
+      buffered_bytes_ -= e.bytes;
+      return true;
+    });
     conn_->end_turn();
   }
 

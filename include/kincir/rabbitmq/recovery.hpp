@@ -9,7 +9,7 @@
 
 #include <kincir/rabbitmq/amqp/error.hpp>  // errc, reply_code
 
-#include <algorithm>     // std::min
+#include <algorithm>     // std::min, std::clamp
 #include <chrono>        // delays, durations
 #include <cstddef>       // std::size_t
 #include <cstdint>       // counters, the jitter generator
@@ -95,7 +95,8 @@ struct RecoveryConfig {
   std::size_t max_buffered_bytes = std::size_t{64} << 20;
   OutagePolicy outage_policy = OutagePolicy::wait;
   /// Called on every state change, on the connection's handler executor (never the I/O thread);
-  /// it may block other handlers but not the connection.
+  /// it may block other handlers but not the connection, and may close the connection. An
+  /// exception it throws is caught and dropped (it would end the handler thread).
   std::function<void(const RecoveryEvent&)> on_state;
 };
 
@@ -128,13 +129,21 @@ struct RecoveryConfig {
 
 /// The delays between reconnection attempts: `initial_delay × multiplier^n` capped at
 /// `max_delay`, each drawn from [(1 - jitter) × d, d]. Deterministic for a given seed.
+///
+/// Settings that `RabbitMQConfig::validate` refuses are made harmless here too, so that a
+/// `Backoff` never spins nor overflows: the delays stay within [`kMinDelay`, `kMaxDelay`], a
+/// multiplier below 1 or not a number counts as 1, a jitter outside [0, 1] (or not a number) is
+/// clamped (NaN: 0).
 class Backoff {
  public:
+  static constexpr std::chrono::milliseconds kMinDelay{1};
+  static constexpr std::chrono::milliseconds kMaxDelay{std::chrono::hours(24)};
+
   explicit Backoff(const RecoveryConfig& c, std::uint64_t seed = 0x9E3779B97F4A7C15ULL) noexcept
-      : initial_(c.initial_delay),
-        max_(std::max(c.max_delay, c.initial_delay)),
-        multiplier_(c.multiplier < 1.0 ? 1.0 : c.multiplier),
-        jitter_(c.jitter < 0.0 ? 0.0 : (c.jitter > 1.0 ? 1.0 : c.jitter)),
+      : initial_(std::clamp(c.initial_delay, kMinDelay, kMaxDelay)),
+        max_(std::clamp(c.max_delay, initial_, kMaxDelay)),
+        multiplier_(c.multiplier >= 1.0 ? std::min(c.multiplier, 1e6) : 1.0),
+        jitter_(c.jitter >= 0.0 ? std::min(c.jitter, 1.0) : 0.0),
         state_(seed == 0 ? 1 : seed) {}
 
   /// The delay before the next attempt.
@@ -144,7 +153,7 @@ class Backoff {
     d = std::min(d, static_cast<double>(max_.count()));
     ++attempt_;
     const double low = d * (1.0 - jitter_);
-    return std::chrono::milliseconds(static_cast<std::int64_t>(low + (d - low) * uniform()));
+    return std::max(kMinDelay, std::chrono::milliseconds(static_cast<std::int64_t>(low + (d - low) * uniform())));
   }
   /// Starts over (after a successful attempt).
   void reset() noexcept { attempt_ = 0; }
