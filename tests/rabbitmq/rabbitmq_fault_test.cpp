@@ -35,11 +35,11 @@
 #include <memory>      // counters
 #include <mutex>       // retries, recovery times
 #include <semaphore>   // publishes in flight
-#include <sstream>     // ctl output lines
 #include <string>      // payloads
 #include <thread>      // publisher, consumer, fault and monitor threads
 #include <vector>      // per-message counters
 
+#include "broker_ctl.hpp"
 #include "support/catch.hpp"
 #include "support/fault_proxy.hpp"
 
@@ -53,6 +53,8 @@ using kincir::rabbitmq::RecoveryEvent;
 using kincir::rabbitmq::RecoveryState;
 namespace amqp = kincir::rabbitmq::amqp;
 using Clock = std::chrono::steady_clock;
+using kincir::test::close_connections_named;
+using kincir::test::ctl;
 
 namespace {
 
@@ -77,27 +79,11 @@ std::string shell(const std::string& command) {
   return out;
 }
 
-std::string ctl(const std::string& args) { return shell(env("KINCIR_RABBITMQ_CTL", "false") + " " + args); }
 /// Runs broker.sh `command` (kill, restart) on the test's node.
 std::string node_sh(const std::string& command) {
   const std::string node = env("KINCIR_RABBITMQ_NODE_SH", "");
   REQUIRE_FALSE(node.empty());
   return shell(node + " " + command + " " + env("KINCIR_RABBITMQ_NODE_DIR", ""));
-}
-
-/// Closes the broker's connections whose client named itself `name`; returns how many.
-int close_connections_named(const std::string& name) {
-  std::istringstream lines(ctl("list_connections -q pid client_properties"));
-  int closed = 0;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.find("\"" + name + "\"") == std::string::npos) continue;
-    const auto begin = line.find('<');
-    const auto end = line.find('>');
-    if (begin == std::string::npos || end == std::string::npos) continue;
-    ctl("close_connection '" + line.substr(begin, end - begin + 1) + "' 'kincir fault test'");
-    ++closed;
-  }
-  return closed;
 }
 
 std::size_t rss_bytes() {
@@ -419,8 +405,8 @@ TEST_CASE("fault: rabbitmqctl close_connection on the publisher and the consumer
   Scenario s{"close", false, false, true, [](FaultContext& c) {
                int faults = 0;
                for (auto t = 1000ms; c.at(t) && faults < 6; t += 1500ms) {
-                 faults += close_connections_named(c.publisher_name);
-                 faults += close_connections_named(c.consumer_name);
+                 faults += close_connections_named(c.publisher_name, "kincir fault test");
+                 faults += close_connections_named(c.consumer_name, "kincir fault test");
                }
                return faults;
              }};

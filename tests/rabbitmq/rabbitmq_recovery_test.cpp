@@ -14,17 +14,15 @@
 #include <asio/post.hpp>        // a bogus ack on the subscriber's strand
 #include <asio/use_future.hpp>  // async_publish as a future
 
-#include <array>    // ctl output
 #include <chrono>   // deadlines
-#include <cstdio>   // popen
 #include <cstdlib>  // std::getenv
 #include <future>   // completions
 #include <mutex>    // recorded state events
-#include <sstream>  // ctl output lines
 #include <string>   // names
 #include <thread>   // polling
 #include <vector>   // events
 
+#include "broker_ctl.hpp"
 #include "support/catch.hpp"
 #include "support/fault_proxy.hpp"
 
@@ -46,6 +44,8 @@ namespace amqp = kincir::rabbitmq::amqp;
 // A namespace of its own: the test files of this binary may be compiled as one unit, and its
 // helpers must not meet the other files' helpers of the same name.
 namespace recovery_test {
+using kincir::test::close_connections_named;
+using kincir::test::ctl;
 namespace {
 
 RabbitMQConfig node() {
@@ -56,35 +56,6 @@ RabbitMQConfig node() {
 }
 
 std::string fresh(const std::string& base) { return base + "." + kincir::Uuid::new_v4().to_string().substr(0, 8); }
-
-std::string ctl(const std::string& args) {
-  const char* ctl = std::getenv("KINCIR_RABBITMQ_CTL");  // NOLINT(concurrency-mt-unsafe): read once per test
-  REQUIRE(ctl != nullptr);
-  const std::string command = std::string(ctl) + " " + args + " 2>&1";
-  std::string out;
-  FILE* p = popen(command.c_str(), "r");  // NOLINT(cert-env33-c): the test's own script
-  REQUIRE(p != nullptr);
-  std::array<char, 512> buf{};
-  while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) out += buf.data();
-  pclose(p);
-  return out;
-}
-
-/// Closes the broker's connections whose client named itself `name` (320 CONNECTION_FORCED);
-/// returns how many.
-int close_connections_named(const std::string& name) {
-  std::istringstream lines(ctl("list_connections -q pid client_properties"));
-  int closed = 0;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.find("\"" + name + "\"") == std::string::npos) continue;
-    const auto begin = line.find('<');
-    const auto end = line.find('>');
-    if (begin == std::string::npos || end == std::string::npos) continue;
-    ctl("close_connection '" + line.substr(begin, end - begin + 1) + "' 'kincir test'");
-    ++closed;
-  }
-  return closed;
-}
 
 template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit) {
