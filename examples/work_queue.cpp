@@ -1,6 +1,7 @@
 // A work queue: workers in one consumer group share a topic's jobs, ack what they finish and nack
-// what fails; a job that keeps failing is dead-lettered after `max_deliveries`, and the broker's
-// logger and statistics show what would otherwise go unseen.
+// what fails, with a reason; a job that keeps failing is dead-lettered after the subscription's
+// `max_deliveries`, carrying that reason, and the broker's logger and statistics show what would
+// otherwise go unseen.
 //
 //   work_queue [jobs] [workers]     (defaults: 1000 jobs, 3 workers; every 100th job is poison)
 
@@ -33,18 +34,21 @@ int main(int argc, char** argv) {
   kincir::FmtLogger logger(kincir::LogLevel::warn);
   kincir::memory::BrokerConfig config;
   config.max_unacked = 16;  // per worker: deliveries it may hold before acking
-  config.max_deliveries = 3;
-  config.dead_letter_topic = "jobs.dead";
   config.logger = &logger;
   kincir::memory::InMemoryBroker broker(config);
 
   // Subscribe before publishing: a topic without subscribers drops what is published to it.
   kincir::memory::InMemorySubscriber dead_letters(broker);
   dead_letters.subscribe("jobs.dead");
+  // Retry and dead-lettering belong to the subscription (the broker's values are the defaults).
+  kincir::memory::SubscriptionOptions retry;
+  retry.max_deliveries = 3;
+  retry.dead_letter_topic = "jobs.dead";
+  retry.requeue_delay = std::chrono::milliseconds(1);  // a failed job waits a little; others go on
   std::vector<kincir::memory::InMemoryAckSubscriber> group;
   for (int w = 0; w < workers; ++w) {
     group.emplace_back(broker);
-    group.back().subscribe("jobs", "workers");
+    group.back().subscribe("jobs", "workers", retry);
   }
 
   std::atomic<int> done{0};
@@ -59,7 +63,8 @@ int main(int argc, char** argv) {
         auto& [job, handle] = *delivery;
         if (is_poison(job)) {
           failures.fetch_add(1);
-          worker.nack(handle, /*requeue=*/true);  // redelivered, dead-lettered after 3 deliveries
+          // Redelivered, dead-lettered after 3 deliveries with this reason in its metadata.
+          worker.nack(handle, /*requeue=*/true, "poison: cannot be processed");
         } else {
           done.fetch_add(1);
           worker.ack(handle);
@@ -80,9 +85,13 @@ int main(int argc, char** argv) {
 
   // Wait for every good job to be done and every poison job to be dead-lettered.
   int dead = 0;
+  int with_reason = 0;
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while ((done.load() < jobs - poison || dead < poison) && std::chrono::steady_clock::now() < give_up) {
-    if (dead_letters.receive_for(std::chrono::milliseconds(50))) ++dead;
+    if (auto letter = dead_letters.receive_for(std::chrono::milliseconds(50))) {
+      ++dead;
+      if (letter->metadata.get("x-kincir-death-reason") == "poison: cannot be processed") ++with_reason;
+    }
   }
   stop = true;
   for (auto& t : threads) t.join();
@@ -93,7 +102,8 @@ int main(int argc, char** argv) {
   std::printf("broker: published %llu, redelivered %llu, dead-lettered %llu, dropped %llu\n",
               static_cast<unsigned long long>(stats.published), static_cast<unsigned long long>(stats.redelivered),
               static_cast<unsigned long long>(stats.dead_lettered), static_cast<unsigned long long>(stats.dropped));
-  const bool ok = done.load() == jobs - poison && dead == poison && failures.load() == 3 * poison;
+  const bool ok =
+      done.load() == jobs - poison && dead == poison && with_reason == poison && failures.load() == 3 * poison;
   std::printf("%s\n", ok ? "every job done once, every poison job dead-lettered" : "FAILED");
   return ok ? 0 : 1;
 }

@@ -11,7 +11,9 @@
 #include <asio/io_context.hpp>              // the executor of async_receive
 #include <chrono>                           // run_for
 #include <memory>                           // std::make_shared
+#include <optional>                         // a received handle
 #include <string>                           // payloads, Prometheus text
+#include <utility>                          // std::declval
 #include <vector>                           // batches
 
 #include "support/catch.hpp"
@@ -173,4 +175,75 @@ TEST_CASE("instrumented wrappers keep what they wrap: moved-in publishers, group
   CHECK(m.messages_published == 3);
   CHECK(m.messages_received == 3);
   CHECK(m.error_count == 1);  // the bad topic only
+}
+
+TEST_CASE("an instrumented ack subscriber keeps async_receive_with_ack, options, nack reasons and max_unacked",
+          "[metrics][instrumented]") {
+  using kincir::memory::InMemoryAckSubscriber;
+  using kincir::memory::SubscriptionOptions;
+  MetricsCollector collector;
+  BrokerConfig config;
+  config.max_unacked = 7;
+  auto broker = std::make_shared<InMemoryBroker>(config);
+  InMemoryAckSubscriber plain(broker);
+  auto subscriber = kincir::instrumented(plain, collector);
+  static_assert(kincir::AsyncAckSubscriber<decltype(subscriber)>);
+  static_assert(
+      !kincir::AsyncAckSubscriber<decltype(kincir::instrumented(std::declval<InMemorySubscriber&>(), collector))>);
+  CHECK(subscriber.max_unacked() == 7);
+
+  SubscriptionOptions bad;
+  bad.max_deliveries = 0;
+  std::error_code ec;
+  subscriber.subscribe("t", bad, ec);
+  CHECK(ec == kincir::errc::invalid_argument);
+  CHECK_THROWS_AS(subscriber.subscribe("t", "g", bad), kincir::Error);
+  SubscriptionOptions options;
+  options.max_deliveries = 1;
+  options.dead_letter_topic = "dead";
+  subscriber.subscribe("t", "g", options);
+  CHECK(plain.group() == "g");
+  InMemorySubscriber dead(broker);
+  dead.subscribe("dead");
+  InMemoryPublisher(broker).publish("t", batch(2));
+
+  asio::io_context io;
+  std::optional<kincir::BasicAckHandle> handle;
+  subscriber.async_receive_with_ack(
+      asio::bind_executor(io, [&](std::error_code e, const kincir::Message&, kincir::BasicAckHandle h) {
+        if (!e) handle = std::move(h);
+      }));
+  io.run();
+  REQUIRE(handle.has_value());
+  subscriber.nack(*handle, true, "gave up");  // the subscription's max_deliveries: dead-lettered
+  const auto dl = dead.receive_for(std::chrono::seconds(1));
+  REQUIRE(dl.has_value());
+  CHECK(dl->metadata.get("x-kincir-death-reason") == "gave up");
+  CHECK(dl->metadata.get("x-kincir-death-cause") == "delivery-limit");
+
+  auto second = subscriber.receive_with_ack();
+  const std::vector<kincir::BasicAckHandle> handles{second.second};
+  subscriber.nack_batch(handles, false, "bad batch", ec);
+  CHECK_FALSE(ec);
+  subscriber.nack(second.second, false, "twice", ec);
+  CHECK(ec == kincir::errc::unknown_delivery);
+  CHECK(dead.receive_for(std::chrono::seconds(1))->metadata.get("x-kincir-death-reason") == "bad batch");
+
+  // A cancelled receive with ack is not an error either.
+  asio::cancellation_signal signal;
+  std::error_code cancelled;
+  subscriber.async_receive_with_ack(asio::bind_cancellation_slot(
+      signal.slot(), asio::bind_executor(io, [&](std::error_code e, const kincir::Message&,
+                                                 const kincir::BasicAckHandle&) { cancelled = e; })));
+  io.restart();
+  io.poll();
+  signal.emit(asio::cancellation_type::all);
+  io.restart();
+  io.run();
+  CHECK(cancelled == asio::error::operation_aborted);
+
+  const auto m = collector.snapshot();
+  CHECK(m.messages_received == 2);
+  CHECK(m.messages_nacked == 2);
+  CHECK(m.error_count == 3);  // two invalid subscribes, the unknown delivery
 }

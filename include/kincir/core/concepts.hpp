@@ -1,6 +1,6 @@
 /// @file
 /// The concepts generic kincir code is written against: `Publisher`, `Subscriber`,
-/// `AckHandle`, `AckSubscriber`, `AsyncPublisher`, `AsyncSubscriber`.
+/// `AckHandle`, `AckSubscriber`, `AsyncPublisher`, `AsyncSubscriber`, `AsyncAckSubscriber`.
 ///
 /// Batching, metrics and the router accept any type that models these, so the same code runs
 /// over the in-memory broker and the RabbitMQ adapter.
@@ -29,6 +29,11 @@ struct publish_handler_archetype {
 };
 struct receive_handler_archetype {
   void operator()(std::error_code, Message) const {}  // NOLINT(performance-unnecessary-value-param): the signature
+};
+template <class Handle>
+struct receive_with_ack_handler_archetype {
+  // NOLINTNEXTLINE(performance-unnecessary-value-param): the signature
+  void operator()(std::error_code, Message, Handle) const {}
 };
 
 }  // namespace detail
@@ -107,6 +112,15 @@ concept AsyncPublisher = requires(P& p, std::string_view topic, std::vector<Mess
 template <class S>
 concept AsyncSubscriber = requires(S& s) {
   s.async_receive(detail::receive_handler_archetype{});
+};
+
+/// An `AckSubscriber` with an Asio-style `async_receive_with_ack(token)`; completion signature
+/// `void(std::error_code, Message, handle_type)`. The delivery is settled with `ack`/`nack` like one
+/// of `receive_with_ack`; a receive cancelled through the token's cancellation slot completes with
+/// `asio::error::operation_aborted` and never takes a delivery it does not hand to the handler.
+template <class S>
+concept AsyncAckSubscriber = AckSubscriber<S> && requires(S& s) {
+  s.async_receive_with_ack(detail::receive_with_ack_handler_archetype<typename S::handle_type>{});
 };
 
 }  // namespace kincir

@@ -1,10 +1,11 @@
 /// @file
-/// `InMemorySubscriber::async_receive`, over standalone Asio. Include this header (it includes
-/// `kincir/memory/subscriber.hpp`) where you call `async_receive` on an in-memory subscriber;
-/// without it the in-memory headers include nothing of Asio.
+/// `InMemorySubscriber::async_receive` and `InMemoryAckSubscriber::async_receive_with_ack`, over
+/// standalone Asio. Include this header (it includes `kincir/memory/subscriber.hpp`) where you call
+/// either on an in-memory subscriber; without it the in-memory headers include nothing of Asio.
 #pragma once
 
 #include <kincir/config.hpp>
+#include <kincir/core/ack.hpp>
 #include <kincir/core/message.hpp>
 #include <kincir/memory/detail/subscriber_core.hpp>
 #include <kincir/memory/detail/topic.hpp>
@@ -26,14 +27,18 @@ namespace kincir::memory {
 
 namespace detail {
 
-/// One `async_receive`: tries the subscriber, otherwise waits on the topic's async waiter list.
+/// One `async_receive` (`WithAck` false) or `async_receive_with_ack` (true): tries the subscriber,
+/// otherwise waits on the topic's async waiter list (and, with acks, for room in the ack window).
 /// Everything it does runs under the subscriber's `async_mutex()`, so an attempt (on the handler's
 /// executor), a cancellation (on the thread that emits it) and the owner's subscribe or
-/// unsubscribe never overlap, and the cursor keeps a single reader at a time.
-template <class Handler>
+/// unsubscribe never overlap, and the cursor keeps a single reader at a time. A delivery is taken
+/// (and, with acks, tracked) and the operation completed in one such section: a cancellation
+/// either comes first (nothing was taken) or finds the operation done (the handler gets the
+/// delivery).
+template <class Handler, bool WithAck>
 class ReceiveOp final : public AsyncWaiter,
                         public PendingReceive,
-                        public std::enable_shared_from_this<ReceiveOp<Handler>> {
+                        public std::enable_shared_from_this<ReceiveOp<Handler, WithAck>> {
  public:
   ReceiveOp(std::shared_ptr<SubscriberCore> core, Handler handler)
       : core_(std::move(core)),
@@ -68,7 +73,8 @@ class ReceiveOp final : public AsyncWaiter,
 
   void abort_locked() override {
     unregister_locked();
-    complete_locked(asio::error::operation_aborted, Message{});
+    if constexpr (WithAck) core_->forget_window_waiter(this);
+    complete_locked(asio::error::operation_aborted, Requeued{});
   }
 
  private:
@@ -79,16 +85,21 @@ class ReceiveOp final : public AsyncWaiter,
 
   void attempt_locked() {
     if (done_) return;
+    if constexpr (WithAck) {
+      // A full window: the next ack or nack (or a shutdown) notifies this operation. Checked and
+      // registered under the ack lock, so a settlement in between is not missed.
+      if (core_->topic() && !core_->window_open_or_notify(this->shared_from_this())) return;
+    }
     Requeued r;
     std::error_code ec;
-    if (core_->try_next(r, ec) || ec) return complete_locked(ec, std::move(r.message));
+    if (core_->try_next(r, ec) || ec) return complete_locked(ec, std::move(r));
     // Register, then look again: a publish between the two is seen by one side or the other
     // (registering ends with the fence that pairs with the publisher's).
     registered_ = core_->topic();
     registered_->add_async_waiter(this->shared_from_this());
     if (core_->try_next(r, ec) || ec) {
       unregister_locked();
-      complete_locked(ec, std::move(r.message));
+      complete_locked(ec, std::move(r));
     }
   }
 
@@ -98,15 +109,27 @@ class ReceiveOp final : public AsyncWaiter,
     registered_.reset();
   }
 
-  void complete_locked(std::error_code ec, Message message) {
+  /// `r` holds the delivery when `ec` is clear.
+  void complete_locked(std::error_code ec, Requeued&& r) {
     if (std::exchange(done_, true)) return;
     core_->clear_pending_locked(this);
+    BasicAckHandle handle;
+    // Tracked now, under the async mutex: from here the delivery is outstanding, and leaving the
+    // topic hands it back (a group) or counts it as dropped, even if the handler never runs.
+    if (WithAck && !ec) handle = core_->track(r);
     const std::lock_guard lock(post_mutex_);
     completed_ = true;
     auto executor = work_.get_executor();
-    asio::post(executor, [handler = std::move(handler_), ec, message = std::move(message)]() mutable {
-      std::move(handler)(ec, std::move(message));
-    });
+    if constexpr (WithAck) {
+      asio::post(executor, [handler = std::move(handler_), ec, message = std::move(r.message),
+                            handle = std::move(handle)]() mutable {
+        std::move(handler)(ec, std::move(message), std::move(handle));
+      });
+    } else {
+      asio::post(executor, [handler = std::move(handler_), ec, message = std::move(r.message)]() mutable {
+        std::move(handler)(ec, std::move(message));
+      });
+    }
     work_.reset();
   }
 
@@ -124,7 +147,19 @@ template <class CompletionToken>
 auto initiate_async_receive(const std::shared_ptr<SubscriberCore>& core, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, void(std::error_code, Message)>(
       [core](auto handler) {
-        auto op = std::make_shared<ReceiveOp<decltype(handler)>>(core, std::move(handler));
+        auto op = std::make_shared<ReceiveOp<decltype(handler), false>>(core, std::move(handler));
+        op->start();
+      },
+      token);
+}
+
+/// Starts one asynchronous receive with acknowledgement on `core`
+/// (`InMemoryAckSubscriber::async_receive_with_ack` calls this).
+template <class CompletionToken>
+auto initiate_async_receive_with_ack(const std::shared_ptr<SubscriberCore>& core, CompletionToken&& token) {
+  return asio::async_initiate<CompletionToken, void(std::error_code, Message, BasicAckHandle)>(
+      [core](auto handler) {
+        auto op = std::make_shared<ReceiveOp<decltype(handler), true>>(core, std::move(handler));
         op->start();
       },
       token);

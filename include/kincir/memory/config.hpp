@@ -9,6 +9,7 @@
 #include <chrono>        // TTL and cleanup interval
 #include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t
+#include <optional>      // SubscriptionOptions: unset fields take the broker's value
 #include <string>        // dead-letter topic
 #include <string_view>   // topic validation
 #include <system_error>  // std::error_code
@@ -52,9 +53,15 @@ struct BrokerConfig {
   /// Most deliveries not yet acked per ack-mode subscriber; receive waits when it is reached.
   std::size_t max_unacked = 1000;
   /// A message nacked for requeue after this many deliveries goes to `dead_letter_topic`, or is
-  /// dropped and counted when that is empty.
+  /// dropped and counted when that is empty. The default of every ack subscription; a subscription
+  /// may set its own (`SubscriptionOptions`).
   std::uint32_t max_deliveries = 5;
+  /// Where a message goes when it is nacked without requeue or after `max_deliveries` (empty:
+  /// dropped and counted). The default of every ack subscription.
   std::string dead_letter_topic;
+  /// How long a message nacked for requeue waits before it can be delivered again (0: at once).
+  /// Other messages are delivered meanwhile. The default of every ack subscription.
+  std::chrono::milliseconds requeue_delay{0};
 
   /// Where the broker reports what would otherwise go unseen (each at `LogLevel::warn`): a
   /// publisher waiting for room longer than `stall_report_interval` (with the subscriber holding it
@@ -102,9 +109,29 @@ struct BrokerConfig {
   static constexpr std::chrono::milliseconds kMaxTtl{std::chrono::hours(24) * 365 * 100};
   /// Longest `cleanup_interval` accepted (one year).
   static constexpr std::chrono::milliseconds kMaxCleanupInterval{std::chrono::hours(24) * 365};
+  /// Longest `requeue_delay` accepted (one day).
+  static constexpr std::chrono::milliseconds kMaxRequeueDelay{std::chrono::hours(24)};
 
   /// Checks the values; sets `ec` to `errc::invalid_argument` and returns false if one is out of
   /// range. `reason`, when given, receives which field is wrong and its allowed range.
+  bool validate(std::error_code& ec, std::string* reason = nullptr) const;
+};
+
+/// Retry and dead-lettering of one ack subscription (`InMemoryAckSubscriber::subscribe(topic,
+/// group, options)`). A field left unset takes the broker's value (`BrokerConfig`), so
+/// `SubscriptionOptions{}` is the same as subscribing without options.
+struct SubscriptionOptions {
+  /// Deliveries before a message nacked for requeue is dead-lettered (at least 1).
+  std::optional<std::uint32_t> max_deliveries;
+  /// Where a rejected or exhausted message goes; an empty string: nowhere (dropped and counted),
+  /// whatever the broker's default is.
+  std::optional<std::string> dead_letter_topic;
+  /// How long a message nacked for requeue waits before it can be delivered again (0 to 24 h).
+  std::optional<std::chrono::milliseconds> requeue_delay;
+
+  /// Checks the values that are set; sets `ec` to `errc::invalid_argument` and returns false if
+  /// one is out of range. `reason`, when given, receives which field is wrong and its allowed
+  /// range (the same sentences as `BrokerConfig::validate`).
   bool validate(std::error_code& ec, std::string* reason = nullptr) const;
 };
 
@@ -129,6 +156,8 @@ KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec, std::string* reason
     bad = "max_unacked must be at least 1";
   else if (max_deliveries == 0)
     bad = "max_deliveries must be at least 1";
+  else if (requeue_delay.count() < 0 || requeue_delay > kMaxRequeueDelay)
+    bad = "requeue_delay must be in [0, 24 h]";
   else if (default_ttl.count() < 0 || default_ttl > kMaxTtl || (enable_ttl && default_ttl.count() == 0))
     bad = "default_ttl must be in [1 ms, 100 years] (0 allowed only with enable_ttl off)";
   else if (cleanup_interval.count() < 0 || cleanup_interval > kMaxCleanupInterval)
@@ -136,6 +165,21 @@ KINCIR_DECL bool BrokerConfig::validate(std::error_code& ec, std::string* reason
   else if (stall_report_interval < std::chrono::milliseconds(10) || stall_report_interval > kMaxCleanupInterval)
     bad = "stall_report_interval must be in [10 ms, 365 days]";
   else if (!dead_letter_topic.empty() && !is_valid_topic(dead_letter_topic))
+    bad = "dead_letter_topic must be empty or a valid topic name (1-255 bytes, no NUL)";
+  if (bad == nullptr) return true;
+  ec = errc::invalid_argument;
+  if (reason != nullptr) *reason = bad;
+  return false;
+}
+
+KINCIR_DECL bool SubscriptionOptions::validate(std::error_code& ec, std::string* reason) const {
+  ec.clear();
+  const char* bad = nullptr;
+  if (max_deliveries && *max_deliveries == 0)
+    bad = "max_deliveries must be at least 1";
+  else if (requeue_delay && (requeue_delay->count() < 0 || *requeue_delay > BrokerConfig::kMaxRequeueDelay))
+    bad = "requeue_delay must be in [0, 24 h]";
+  else if (dead_letter_topic && !dead_letter_topic->empty() && !is_valid_topic(*dead_letter_topic))
     bad = "dead_letter_topic must be empty or a valid topic name (1-255 bytes, no NUL)";
   if (bad == nullptr) return true;
   ec = errc::invalid_argument;

@@ -17,6 +17,7 @@
 #include <mutex>         // std::lock_guard on the subscriber's async mutex
 #include <optional>      // try_receive
 #include <span>          // batch settlement
+#include <string>        // the reason of an invalid SubscriptionOptions
 #include <string_view>   // topics
 #include <system_error>  // std::error_code
 #include <utility>       // std::pair, std::exchange
@@ -32,6 +33,12 @@ namespace detail {
 template <class Token>
 concept async_receive_available = requires(const std::shared_ptr<SubscriberCore>& core, Token&& token) {
   initiate_async_receive(core, std::forward<Token>(token));
+};
+
+/// The same for `async_receive_with_ack` (`initiate_async_receive_with_ack`, from the same header).
+template <class Token>
+concept async_receive_with_ack_available = requires(const std::shared_ptr<SubscriberCore>& core, Token&& token) {
+  initiate_async_receive_with_ack(core, std::forward<Token>(token));
 };
 
 }  // namespace detail
@@ -79,7 +86,7 @@ class InMemorySubscriber {
   /// completes with `operation_aborted`). Errors: `invalid_topic`, `too_many_topics`,
   /// `too_many_subscribers`, `broker_shutdown`; on error the previous subscription is kept, and a
   /// pending `async_receive` keeps waiting on it.
-  void subscribe(std::string_view topic, std::error_code& ec) { core().subscribe(topic, {}, ec); }
+  void subscribe(std::string_view topic, std::error_code& ec) { core().subscribe(topic, {}, {}, ec); }
   void subscribe(std::string_view topic) {
     std::error_code ec;
     subscribe(topic, ec);
@@ -92,7 +99,7 @@ class InMemorySubscriber {
   /// "no group": the same as `subscribe(topic)`, so a group read from configuration may be left
   /// empty.
   void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
-    core().subscribe(topic, group, ec);
+    core().subscribe(topic, group, {}, ec);
   }
   void subscribe(std::string_view topic, std::string_view group) {
     std::error_code ec;
@@ -228,12 +235,14 @@ class InMemorySubscriber {
   bool ack_mode_ = false;
 };
 
-/// A subscriber whose deliveries must be settled: `receive_with_ack` hands out a message with a
-/// `BasicAckHandle`; `ack` removes it, `nack(handle, true)` redelivers it (to this subscriber, or
-/// to any member of its group) with a higher delivery count, up to `BrokerConfig::max_deliveries`,
-/// after which it goes to the dead-letter topic (or is dropped and counted). At most
+/// A subscriber whose deliveries must be settled: `receive_with_ack` (or `async_receive_with_ack`)
+/// hands out a message with a `BasicAckHandle`; `ack` removes it, `nack(handle, true)` redelivers
+/// it (to this subscriber, or to any member of its group) with a higher delivery count, after the
+/// subscription's requeue delay, up to its `max_deliveries`, after which it goes to the
+/// subscription's dead-letter topic (or is dropped and counted). Those three come from the
+/// `SubscriptionOptions` given to `subscribe`, or from `BrokerConfig` when not set. At most
 /// `max_unacked` deliveries are outstanding: receiving waits while the window is full.
-/// `receive()`/`try_receive()` still work and count as acknowledged on delivery.
+/// `receive()`/`try_receive()`/`async_receive()` still work and count as acknowledged on delivery.
 ///
 /// `ack`/`nack` may be called from any thread; receiving stays one thread at a time.
 class InMemoryAckSubscriber : public InMemorySubscriber {
@@ -247,6 +256,35 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
   /// Most deliveries this subscriber may hold unsettled (`BrokerConfig::max_unacked`): receiving
   /// waits while that many are outstanding.
   [[nodiscard]] std::size_t max_unacked() const noexcept { return broker_->config().max_unacked; }
+
+  using InMemorySubscriber::subscribe;
+
+  /// Subscribes to `topic` (in consumer group `group`, unless it is empty) with its own retry and
+  /// dead-lettering: each field of `options` that is set replaces the broker's default for this
+  /// subscription (a subscribe without options takes the broker's defaults). In a group, the
+  /// options of the member that settles a delivery decide what becomes of it. Errors: those of
+  /// `subscribe(topic, group)`, and `invalid_argument` for options out of range
+  /// (`SubscriptionOptions::validate(ec, &reason)` says which; the throwing form's `what()` names
+  /// the field and its allowed range).
+  void subscribe(std::string_view topic, std::string_view group, const SubscriptionOptions& options,
+                 std::error_code& ec) {
+    core().subscribe(topic, group, options, ec);
+  }
+  void subscribe(std::string_view topic, std::string_view group, const SubscriptionOptions& options) {
+    std::error_code ec;
+    std::string reason;
+    if (!options.validate(ec, &reason))
+      throw Error(ec, "InMemoryAckSubscriber::subscribe: invalid SubscriptionOptions: " + reason);
+    subscribe(topic, group, options, ec);
+    throw_if(ec, "InMemoryAckSubscriber::subscribe");
+  }
+  /// Without a group.
+  void subscribe(std::string_view topic, const SubscriptionOptions& options, std::error_code& ec) {
+    subscribe(topic, std::string_view(), options, ec);
+  }
+  void subscribe(std::string_view topic, const SubscriptionOptions& options) {
+    subscribe(topic, std::string_view(), options);
+  }
 
   std::pair<Message, handle_type> receive_with_ack(std::error_code& ec) {
     return receive_with_ack_until(clock::time_point::max(), ec);
@@ -278,39 +316,71 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
     return r;
   }
 
-  void ack(const handle_type& h, std::error_code& ec) { settle(h, detail::Settlement::ack, ec); }
+  /// Receives asynchronously with acknowledgement (needs `#include <kincir/memory/async.hpp>` and
+  /// standalone Asio). Completion signature `void(std::error_code, kincir::Message,
+  /// kincir::BasicAckHandle)` (a coroutine gets `auto [message, handle] = co_await
+  /// s.async_receive_with_ack(asio::use_awaitable)`); settle the handle with `ack`/`nack` as after
+  /// `receive_with_ack`. Waits while `max_unacked` deliveries are outstanding. Runs, completes and
+  /// is cancelled like `async_receive`: the handler runs on its associated executor, never inside
+  /// this call; a cancellation through the token's slot completes with
+  /// `asio::error::operation_aborted` and an empty handle if nothing was taken yet, and is too late
+  /// once a delivery was taken (the handler gets it, to settle). A delivery is outstanding from the
+  /// moment it is taken: should its handler never run (its `io_context` destroyed first), leaving
+  /// the topic hands it back to the group, or counts it as dropped, like any unsettled delivery.
+  /// One asynchronous receive at a time per subscriber, and no synchronous receive while it is
+  /// pending.
+  template <class CompletionToken>
+  requires detail::async_receive_with_ack_available<CompletionToken>
+  auto async_receive_with_ack(CompletionToken&& token) {
+    (void)core();  // a moved-from subscriber gets its state now
+    return initiate_async_receive_with_ack(core_, std::forward<CompletionToken>(token));
+  }
+
+  void ack(const handle_type& h, std::error_code& ec) { settle(h, detail::Settlement::ack, {}, ec); }
   void ack(const handle_type& h) {
     std::error_code ec;
     ack(h, ec);
     throw_if(ec, "InMemoryAckSubscriber::ack");
   }
 
-  /// `requeue`: deliver again (up to `max_deliveries`); otherwise dead-letter or drop.
-  void nack(const handle_type& h, bool requeue, std::error_code& ec) {
-    settle(h, requeue ? detail::Settlement::requeue : detail::Settlement::reject, ec);
+  /// `requeue`: deliver again (after the subscription's requeue delay, up to its
+  /// `max_deliveries`); otherwise dead-letter or drop. `reason`, if not empty, is stored in the
+  /// dead-lettered message's metadata under `x-kincir-death-reason` (a requeued message carries
+  /// nothing of it; the reason of its last nack counts).
+  void nack(const handle_type& h, bool requeue, std::string_view reason, std::error_code& ec) {
+    settle(h, requeue ? detail::Settlement::requeue : detail::Settlement::reject, reason, ec);
   }
-  void nack(const handle_type& h, bool requeue) {
+  void nack(const handle_type& h, bool requeue, std::string_view reason) {
     std::error_code ec;
-    nack(h, requeue, ec);
+    nack(h, requeue, reason, ec);
     throw_if(ec, "InMemoryAckSubscriber::nack");
   }
+  void nack(const handle_type& h, bool requeue, std::error_code& ec) { nack(h, requeue, {}, ec); }
+  void nack(const handle_type& h, bool requeue) { nack(h, requeue, std::string_view()); }
 
   /// Settles every handle; the first unknown handle's error is reported, the others still settle.
   void ack_batch(std::span<const handle_type> handles, std::error_code& ec) {
-    settle_all(handles, detail::Settlement::ack, ec);
+    settle_all(handles, detail::Settlement::ack, {}, ec);
   }
   void ack_batch(std::span<const handle_type> handles) {
     std::error_code ec;
     ack_batch(handles, ec);
     throw_if(ec, "InMemoryAckSubscriber::ack_batch");
   }
+  /// `reason` as for `nack`, the same for every handle.
+  void nack_batch(std::span<const handle_type> handles, bool requeue, std::string_view reason, std::error_code& ec) {
+    settle_all(handles, requeue ? detail::Settlement::requeue : detail::Settlement::reject, reason, ec);
+  }
+  void nack_batch(std::span<const handle_type> handles, bool requeue, std::string_view reason) {
+    std::error_code ec;
+    nack_batch(handles, requeue, reason, ec);
+    throw_if(ec, "InMemoryAckSubscriber::nack_batch");
+  }
   void nack_batch(std::span<const handle_type> handles, bool requeue, std::error_code& ec) {
-    settle_all(handles, requeue ? detail::Settlement::requeue : detail::Settlement::reject, ec);
+    nack_batch(handles, requeue, {}, ec);
   }
   void nack_batch(std::span<const handle_type> handles, bool requeue) {
-    std::error_code ec;
-    nack_batch(handles, requeue, ec);
-    throw_if(ec, "InMemoryAckSubscriber::nack_batch");
+    nack_batch(handles, requeue, std::string_view());
   }
 
  private:
@@ -321,19 +391,20 @@ class InMemoryAckSubscriber : public InMemorySubscriber {
     return {std::move(r.message), std::move(h)};
   }
 
-  void settle(const handle_type& h, detail::Settlement how, std::error_code& ec) {
+  void settle(const handle_type& h, detail::Settlement how, std::string_view reason, std::error_code& ec) {
     if (!core_) [[unlikely]] {  // moved from: it holds no deliveries
       ec = errc::unknown_delivery;
       return;
     }
-    core_->settle(h, how, ec);
+    core_->settle(h, how, reason, ec);
   }
 
-  void settle_all(std::span<const handle_type> handles, detail::Settlement how, std::error_code& ec) {
+  void settle_all(std::span<const handle_type> handles, detail::Settlement how, std::string_view reason,
+                  std::error_code& ec) {
     ec.clear();
     for (const auto& h : handles) {
       std::error_code one;
-      settle(h, how, one);
+      settle(h, how, reason, one);
       if (one && !ec) ec = one;
     }
   }

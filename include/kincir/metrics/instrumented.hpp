@@ -20,6 +20,8 @@
 
 #include <bit>           // std::bit_ceil
 #include <chrono>        // timing calls
+#include <concepts>      // std::convertible_to
+#include <cstddef>       // std::size_t
 #include <cstdint>       // std::uint32_t
 #include <span>          // batch settlement
 #include <string_view>   // topics
@@ -60,7 +62,8 @@ struct HandleTypeOf<S> {
 /// - a successful publish: `record_publish(latency, batch size)`;
 /// - a receive that returned a message: `record_receive(latency)`; `try_receive` and
 ///   `receive_for` that return nothing are not counted;
-/// - `ack`/`nack` (and their batch forms): `record_ack`/`record_nack` with the number settled;
+/// - `ack`/`nack` (and their batch forms, and a nack with a reason): `record_ack`/`record_nack`
+///   with the number settled;
 /// - any call failing (error code set or exception thrown): `record_error()`.
 ///
 /// Thread safety: that of `T`; the collector is safe from any thread.
@@ -145,8 +148,47 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
     guarded([&] { inner_.subscribe(topic, group); });
   }
 
+  /// Subscription options (an in-memory ack subscriber's `SubscriptionOptions`, say), where the
+  /// wrapped subscriber takes them, with or without a group.
+  template <class Options>
+  requires requires(inner_type& s, std::string_view t, const Options& o, std::error_code& e) {
+    s.subscribe(t, t, o, e);
+  }
+  void subscribe(std::string_view topic, std::string_view group, const Options& options, std::error_code& ec) {
+    inner_.subscribe(topic, group, options, ec);
+    if (ec) collector_->record_error();
+  }
+  template <class Options>
+  requires requires(inner_type& s, std::string_view t, const Options& o) { s.subscribe(t, t, o); }
+  void subscribe(std::string_view topic, std::string_view group, const Options& options) {
+    guarded([&] { inner_.subscribe(topic, group, options); });
+  }
+  template <class Options>
+  requires(!std::convertible_to<const Options&, std::string_view>) &&
+      requires(inner_type& s, std::string_view t, const Options& o, std::error_code& e) {
+    s.subscribe(t, o, e);
+  }
+  void subscribe(std::string_view topic, const Options& options, std::error_code& ec) {
+    inner_.subscribe(topic, options, ec);
+    if (ec) collector_->record_error();
+  }
+  template <class Options>
+  requires(!std::convertible_to<const Options&, std::string_view> && !std::same_as<Options, std::error_code>) &&
+      requires(inner_type& s, std::string_view t, const Options& o) {
+    s.subscribe(t, o);
+  }
+  void subscribe(std::string_view topic, const Options& options) {
+    guarded([&] { inner_.subscribe(topic, options); });
+  }
+
   void unsubscribe() requires requires(inner_type& s) { s.unsubscribe(); }
   { inner_.unsubscribe(); }
+
+  /// The wrapped subscriber's ack window, where it has one (`BatchProcessor` sizes batches by it).
+  [[nodiscard]] std::size_t max_unacked() const requires requires(const inner_type& s) {
+    { s.max_unacked() } -> std::convertible_to<std::size_t>;
+  }
+  { return inner_.max_unacked(); }
 
 #if KINCIR_HAS_ASIO
   /// Receives asynchronously through the wrapped subscriber (completion signature
@@ -170,6 +212,33 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
             std::move(handler)(ec, std::move(message));
           };
           inner_.async_receive(asio::bind_cancellation_slot(slot, asio::bind_executor(executor, std::move(recording))));
+        },
+        token);
+  }
+
+  /// Receives asynchronously with acknowledgement through the wrapped subscriber (completion
+  /// signature `void(std::error_code, Message, handle_type)`), recorded like `async_receive`; the
+  /// handler keeps its executor and cancellation slot.
+  template <class CompletionToken, class S = inner_type>
+  requires AsyncAckSubscriber<S>
+  auto async_receive_with_ack(CompletionToken&& token) {
+    using handle_t = typename S::handle_type;
+    return asio::async_initiate<CompletionToken, void(std::error_code, Message, handle_t)>(
+        [this](auto handler) {
+          const Stamp t = start();
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto executor = asio::get_associated_executor(handler);
+          auto recording = [collector = collector_, t, handler = std::move(handler)](
+                               std::error_code ec, Message message, handle_t handle) mutable {
+            if (!ec) {
+              record_received(*collector, t);
+            } else if (ec != asio::error::operation_aborted) {
+              collector->record_error();
+            }
+            std::move(handler)(ec, std::move(message), std::move(handle));
+          };
+          inner_.async_receive_with_ack(
+              asio::bind_cancellation_slot(slot, asio::bind_executor(executor, std::move(recording))));
         },
         token);
   }
@@ -292,6 +361,47 @@ class Instrumented : public detail::metrics::HandleTypeOf<std::remove_cvref_t<T>
   void nack(const typename S::handle_type& handle, bool requeue) {
     guarded([&] { inner_.nack(handle, requeue); });
     collector_->record_nack();
+  }
+
+  /// A nack with a reason (for the dead-lettered message's metadata), where the wrapped subscriber
+  /// takes one; recorded like `nack`.
+  template <class S = inner_type>
+  requires AckSubscriber<S> &&
+      requires(S& s, const typename S::handle_type& h, std::string_view r, std::error_code& e) {
+    s.nack(h, true, r, e);
+  }
+  void nack(const typename S::handle_type& handle, bool requeue, std::string_view reason, std::error_code& ec) {
+    inner_.nack(handle, requeue, reason, ec);
+    settled(ec, 1, false);
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S> && requires(S& s, const typename S::handle_type& h, std::string_view r) {
+    s.nack(h, true, r);
+  }
+  void nack(const typename S::handle_type& handle, bool requeue, std::string_view reason) {
+    guarded([&] { inner_.nack(handle, requeue, reason); });
+    collector_->record_nack();
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S> &&
+      requires(S& s, std::span<const typename S::handle_type> hs, std::string_view r, std::error_code& e) {
+    s.nack_batch(hs, true, r, e);
+  }
+  void nack_batch(std::span<const typename S::handle_type> handles, bool requeue, std::string_view reason,
+                  std::error_code& ec) {
+    inner_.nack_batch(handles, requeue, reason, ec);
+    settled(ec, handles.size(), false);
+  }
+
+  template <class S = inner_type>
+  requires AckSubscriber<S> && requires(S& s, std::span<const typename S::handle_type> hs, std::string_view r) {
+    s.nack_batch(hs, true, r);
+  }
+  void nack_batch(std::span<const typename S::handle_type> handles, bool requeue, std::string_view reason) {
+    guarded([&] { inner_.nack_batch(handles, requeue, reason); });
+    collector_->record_nack(handles.size());
   }
 
   template <class S = inner_type>

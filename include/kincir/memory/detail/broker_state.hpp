@@ -13,6 +13,7 @@
 #include <chrono>              // the maintenance period
 #include <condition_variable>  // maintenance thread sleep
 #include <functional>          // std::equal_to<> for heterogeneous lookup
+#include <map>                 // delayed wakeups by time
 #include <memory>              // std::shared_ptr
 #include <mutex>               // topic map
 #include <string>              // names
@@ -29,6 +30,84 @@ struct StringHash {
 };
 
 enum class Phase : int { running = 0, shutting_down = 1, forced = 2 };
+
+/// Wakes a topic's asynchronous receivers when a delayed requeued delivery becomes ready (blocking
+/// receivers look for requeued deliveries every few milliseconds on their own). One thread per
+/// broker, started by the first delayed requeue. Its state is shared with the thread, so the
+/// broker may be destroyed on any thread, this one included (a wake can drop the last reference
+/// to an operation that holds the broker).
+class DelayedWakeups {
+ public:
+  DelayedWakeups() = default;
+  DelayedWakeups(const DelayedWakeups&) = delete;
+  DelayedWakeups& operator=(const DelayedWakeups&) = delete;
+  ~DelayedWakeups() { stop(); }
+
+  /// Calls `topic->notify_async()` once the steady clock reaches `ready_ns`.
+  void wake_at(const std::shared_ptr<Topic>& topic, std::int64_t ready_ns) {
+    const std::lock_guard lock(state_->mutex);
+    if (state_->stopped) return;
+    const bool earliest = state_->due.empty() || ready_ns < state_->due.begin()->first;
+    state_->due.emplace(ready_ns, topic);
+    if (!thread_.joinable()) {
+      thread_ = std::thread([state = state_] { run(*state); });
+    } else if (earliest) {
+      state_->cv.notify_one();
+    }
+  }
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::multimap<std::int64_t, std::weak_ptr<Topic>> due;  // under mutex
+    bool stopped = false;                                   // under mutex
+  };
+
+  void stop() {
+    {
+      const std::lock_guard lock(state_->mutex);
+      state_->stopped = true;
+      state_->due.clear();
+    }
+    state_->cv.notify_all();
+    if (!thread_.joinable()) return;
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();  // the broker's last owner let go inside a wake: the thread ends on its own
+    } else {
+      thread_.join();
+    }
+  }
+
+  static void run(State& state) {
+    std::unique_lock lock(state.mutex);
+    while (!state.stopped) {
+      if (state.due.empty()) {
+        state.cv.wait(lock);
+        continue;
+      }
+      const std::int64_t next = state.due.begin()->first;
+      const std::int64_t now = steady_now_ns();
+      if (next > now) {
+        state.cv.wait_for(lock, std::chrono::nanoseconds(next - now));
+        continue;
+      }
+      std::vector<std::weak_ptr<Topic>> woken;
+      auto it = state.due.begin();
+      for (; it != state.due.end() && it->first <= now; ++it) woken.push_back(std::move(it->second));
+      state.due.erase(state.due.begin(), it);
+      lock.unlock();
+      for (const auto& weak : woken) {
+        if (auto topic = weak.lock()) topic->notify_async();
+      }
+      woken.clear();  // may release the last reference to the broker: `state` outlives it
+      lock.lock();
+    }
+  }
+
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  std::thread thread_;
+};
 
 class BrokerState {
  public:
@@ -76,6 +155,9 @@ class BrokerState {
     auto topic = find_topic_locked(name, true, ec);
     if (topic) fn(topic);
   }
+
+  /// Wakes `topic`'s asynchronous receivers at steady time `ready_ns` (a delayed requeue).
+  void wake_at(const std::shared_ptr<Topic>& topic, std::int64_t ready_ns) { wakeups_.wake_at(topic, ready_ns); }
 
   [[nodiscard]] std::uint64_t next_subscriber_id() noexcept {
     return next_subscriber_id_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -292,6 +374,7 @@ class BrokerState {
   bool stop_maintenance_ = false;
   HealthStatus health_;
   std::atomic<std::uint64_t> maintenance_passes_{0};
+  DelayedWakeups wakeups_;
   std::thread maintenance_;  // last: started after everything it uses exists
 };
 

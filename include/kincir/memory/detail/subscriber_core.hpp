@@ -29,6 +29,30 @@ namespace kincir::memory::detail {
 /// How a delivery is settled.
 enum class Settlement { ack, requeue, reject };
 
+/// The retry and dead-letter settings of one subscription: its `SubscriptionOptions` with the
+/// unset fields taken from the broker's configuration.
+struct RetryPolicy {
+  std::uint32_t max_deliveries = 0;
+  std::string dead_letter_topic;
+  std::int64_t requeue_delay_ns = 0;
+
+  static std::shared_ptr<const RetryPolicy> resolve(const BrokerConfig& config, const SubscriptionOptions& options) {
+    auto p = std::make_shared<RetryPolicy>();
+    p->max_deliveries = options.max_deliveries.value_or(config.max_deliveries);
+    p->dead_letter_topic = options.dead_letter_topic.value_or(config.dead_letter_topic);
+    p->requeue_delay_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options.requeue_delay.value_or(config.requeue_delay))
+            .count();
+    return p;
+  }
+};
+
+/// The metadata keys of a dead-lettered message (documented in docs/broker.md).
+inline constexpr std::string_view kDeathCountKey = "x-delivery-count";
+inline constexpr std::string_view kDeathTopicKey = "x-original-topic";
+inline constexpr std::string_view kDeathCauseKey = "x-kincir-death-cause";
+inline constexpr std::string_view kDeathReasonKey = "x-kincir-death-reason";
+
 /// A subscriber's pending asynchronous receive, as its subscriber sees it.
 class PendingReceive {
  public:
@@ -55,7 +79,10 @@ class SubscriberCore final : public Wakeable {
   static constexpr std::uint64_t kIdMask = (std::uint64_t{1} << (64 - kTagBits)) - 1;
 
   SubscriberCore(std::shared_ptr<BrokerState> broker, bool ack_mode)
-      : broker_(std::move(broker)), config_(broker_->config()), ack_mode_(ack_mode) {}
+      : broker_(std::move(broker)),
+        config_(broker_->config()),
+        ack_mode_(ack_mode),
+        policy_(RetryPolicy::resolve(config_, {})) {}
 
   SubscriberCore(const SubscriberCore&) = delete;
   SubscriberCore& operator=(const SubscriberCore&) = delete;
@@ -86,8 +113,12 @@ class SubscriberCore final : public Wakeable {
   /// subscription. The switch happens under the topic locks at once: a failure (bad name, a limit,
   /// shutdown) keeps the current subscription as it was, and a pending asynchronous receive keeps
   /// waiting; after a switch it completes with `operation_aborted`.
-  void subscribe(std::string_view topic, std::string_view group, std::error_code& ec) {
+  /// `options` set the subscription's retry and dead-lettering (`errc::invalid_argument` when one
+  /// is out of range).
+  void subscribe(std::string_view topic, std::string_view group, const SubscriptionOptions& options,
+                 std::error_code& ec) {
     ec.clear();
+    if (!options.validate(ec)) return;
     if (broker_->phase() != Phase::running) {
       ec = errc::broker_shutdown;
       return;
@@ -100,6 +131,7 @@ class SubscriberCore final : public Wakeable {
       ec = errc::invalid_argument;
       return;
     }
+    auto policy = RetryPolicy::resolve(config_, options);
     const std::lock_guard async_lock(async_mutex_);  // no attempt of a pending receive meanwhile
     Departure departure;
     bool switched = false;
@@ -118,7 +150,7 @@ class SubscriberCore final : public Wakeable {
         return;
       }
       if (topic_) leave_locked(departure);
-      join_locked(t, group);
+      join_locked(t, group, std::move(policy));
       switched = true;
     });
     if (switched) abort_pending_locked();
@@ -280,11 +312,16 @@ class SubscriberCore final : public Wakeable {
                           tag);
   }
 
-  void settle(const BasicAckHandle& handle, Settlement how, std::error_code& ec) {
+  /// Settles a delivery. `reason` (a nack's) goes into the metadata of the message if it is
+  /// dead-lettered.
+  void settle(const BasicAckHandle& handle, Settlement how, std::string_view reason, std::error_code& ec) {
     ec.clear();
     std::shared_ptr<Topic> topic;  // a copy: the receiving thread may unsubscribe meanwhile
+    std::shared_ptr<const RetryPolicy> policy;
     std::optional<Requeued> rejected;
     bool requeued = false;
+    std::int64_t ready_ns = 0;
+    std::shared_ptr<AsyncWaiter> window_waiter;
     {
       // Held until the delivery is requeued: `leave_locked` resets the subscription under this
       // lock, so a requeue never lands in a later subscription of this subscriber.
@@ -298,8 +335,11 @@ class SubscriberCore final : public Wakeable {
       unacked_.erase(it);
       entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
       topic = topic_;
-      if (how == Settlement::requeue && r.deliveries < config_.max_deliveries) {
+      window_waiter = std::move(window_waiter_);  // the window has room again
+      if (how != Settlement::ack) policy = policy_;  // an ack needs none (and no reference count)
+      if (how == Settlement::requeue && r.deliveries < policy->max_deliveries) {
         if (config_.enable_statistics) topic->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+        if (policy->requeue_delay_ns > 0) ready_ns = r.ready_ns = steady_now_ns() + policy->requeue_delay_ns;
         if (group_) {
           group_->requeued.push(std::move(r));
         } else {
@@ -312,16 +352,46 @@ class SubscriberCore final : public Wakeable {
       }
     }
     ack_cv_.notify_all();
-    if (requeued) topic->notify_async();  // a receiver waiting asynchronously may take it
-    if (rejected) dead_letter(*topic, std::move(*rejected));
+    if (window_waiter) window_waiter->notify();
+    if (requeued) {
+      if (ready_ns != 0) {
+        broker_->wake_at(topic, ready_ns);  // asynchronous receivers are woken when it is ready
+      } else {
+        topic->notify_async();  // a receiver waiting asynchronously may take it
+      }
+    }
+    if (rejected) {
+      const bool exhausted = how == Settlement::requeue;
+      dead_letter(*topic, *policy, std::move(*rejected), exhausted ? "delivery-limit" : "rejected", reason);
+    }
+  }
+
+  /// Whether a delivery may be taken now with `track` (fewer than `max_unacked` outstanding, or
+  /// the broker is shutting down). If not, `waiter` is kept (alive) until the next settlement or
+  /// shutdown notifies it, or `forget_window_waiter` drops it.
+  bool window_open_or_notify(std::shared_ptr<AsyncWaiter> waiter) {
+    const std::lock_guard lock(ack_mutex_);
+    if (unacked_.size() < config_.max_unacked || woken_ || broker_->phase() != Phase::running) return true;
+    window_waiter_ = std::move(waiter);
+    return false;
+  }
+
+  /// Drops `waiter` if it waits for the window (it completed otherwise: cancelled, aborted).
+  void forget_window_waiter(const AsyncWaiter* waiter) {
+    std::shared_ptr<AsyncWaiter> released;  // released after the lock
+    const std::lock_guard lock(ack_mutex_);
+    if (window_waiter_.get() == waiter) released = std::move(window_waiter_);
   }
 
   void wake() noexcept override {
+    std::shared_ptr<AsyncWaiter> window_waiter;
     {
       const std::lock_guard lock(ack_mutex_);
       woken_ = true;
+      window_waiter = std::move(window_waiter_);
     }
     ack_cv_.notify_all();
+    if (window_waiter) window_waiter->notify();
   }
 
  private:
@@ -332,7 +402,7 @@ class SubscriberCore final : public Wakeable {
   };
 
   /// Requires `t->mutex` and the topic map's lock; `topic_` is null.
-  void join_locked(const std::shared_ptr<Topic>& t, std::string_view group) {
+  void join_locked(const std::shared_ptr<Topic>& t, std::string_view group, std::shared_ptr<const RetryPolicy> policy) {
     std::shared_ptr<Group> joined;
     if (group.empty()) {
       cursor_.emplace(t->ring.add_cursor());
@@ -355,6 +425,7 @@ class SubscriberCore final : public Wakeable {
     woken_ = false;                              // a wake belongs to the previous subscription
     group_ = std::move(joined);
     topic_ = t;
+    policy_ = std::move(policy);
   }
 
   /// Leaves `topic_`. Requires `topic_->mutex`. Unacked deliveries are taken under the ack lock
@@ -468,22 +539,36 @@ class SubscriberCore final : public Wakeable {
     }
   }
 
-  void dead_letter(Topic& topic, Requeued&& r) {
+  /// `cause`: "rejected" (nacked without requeue) or "delivery-limit" (nacked for requeue after
+  /// its last allowed delivery); `reason`: the nack's, if any.
+  void dead_letter(Topic& topic, const RetryPolicy& policy, Requeued&& r, std::string_view cause,
+                   std::string_view reason) {
     using Result = BrokerState::InternalPublish;
-    const std::string& target = config_.dead_letter_topic;
+    const std::string& target = policy.dead_letter_topic;
     Result result = Result::no_target;
     if (!target.empty() && target != topic.name) {
-      r.message.metadata.set("x-delivery-count", std::to_string(r.deliveries));
-      r.message.metadata.set("x-original-topic", topic.name);
+      auto& metadata = r.message.metadata;
+      metadata.set(kDeathCountKey, std::to_string(r.deliveries));
+      metadata.set(kDeathTopicKey, topic.name);
+      metadata.set(kDeathCauseKey, cause);
+      if (!reason.empty()) {
+        metadata.set(kDeathReasonKey, reason);
+      } else {
+        metadata.erase(kDeathReasonKey);  // a reason of an earlier death is not this one's
+      }
       result = broker_->publish_internal(target, std::move(r.message), r.expires_ns);
     }
     if (result == Result::no_target) {
-      topic.dropped_after_deliveries(target.empty() ? "message dropped after max_deliveries: no dead_letter_topic"
-                                     : target == topic.name ? "message dropped after max_deliveries: the dead-letter "
-                                                              "topic is the message's own topic"
-                                                            : "message dropped after max_deliveries: the dead-letter "
-                                                              "topic could not be created",
-                                     r.deliveries);
+      const bool exhausted = cause == "delivery-limit";
+      const int why = target.empty() ? 0 : target == topic.name ? 1 : 2;
+      static constexpr std::string_view kReports[2][3] = {
+          {"message dropped after a nack without requeue: no dead_letter_topic",
+           "message dropped after a nack without requeue: the dead-letter topic is the message's own topic",
+           "message dropped after a nack without requeue: the dead-letter topic could not be created"},
+          {"message dropped after max_deliveries: no dead_letter_topic",
+           "message dropped after max_deliveries: the dead-letter topic is the message's own topic",
+           "message dropped after max_deliveries: the dead-letter topic could not be created"}};
+      topic.dropped_after_deliveries(kReports[exhausted ? 1 : 0][why], r.deliveries, reason);
     }
     if (!config_.enable_statistics) return;
     // A message the dead-letter topic dropped is counted there, once.
@@ -520,6 +605,8 @@ class SubscriberCore final : public Wakeable {
   std::unordered_map<std::uint64_t, Requeued> unacked_;
   std::uint64_t next_tag_ = 0;
   bool woken_ = false;
+  std::shared_ptr<const RetryPolicy> policy_;   // the subscription's; replaced under ack_mutex_
+  std::shared_ptr<AsyncWaiter> window_waiter_;  // an asynchronous receive waiting for the window
 };
 
 }  // namespace kincir::memory::detail

@@ -18,6 +18,8 @@
 #include <cstdint>        // counters
 #include <deque>          // requeued deliveries
 #include <iterator>       // iterator tags
+#include <limits>         // no delayed delivery due
+#include <map>            // delayed requeued deliveries
 #include <memory>         // std::shared_ptr
 #include <mutex>          // registry and requeue locks
 #include <string>         // names
@@ -87,51 +89,93 @@ struct Requeued {
   Message message;
   std::int64_t expires_ns = 0;
   std::uint32_t deliveries = 0;  ///< Deliveries so far.
+  std::int64_t ready_ns = 0;     ///< Not deliverable before this steady time (0: at once).
 };
 
-/// A locked FIFO of requeued deliveries with a lock-free emptiness check for the hot path.
+/// A locked queue of requeued deliveries with a lock-free emptiness check for the hot path.
+/// Deliveries that are ready (no requeue delay, or their delay passed) are handed out first in,
+/// first out; delayed ones wait in a second queue ordered by the time they become ready and move
+/// to the first when that time comes. A delayed delivery never holds back a ready one, nor the
+/// ring: `try_pop` simply finds nothing ready.
 class RequeueQueue {
  public:
+  /// Holds nothing, ready or delayed.
   [[nodiscard]] bool empty() const noexcept { return size_.load(std::memory_order_acquire) == 0; }
+  /// Ready and delayed deliveries.
   [[nodiscard]] std::size_t size() const noexcept { return size_.load(std::memory_order_acquire); }
 
   void push(Requeued&& r) {
     const std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(r));
-    size_.store(queue_.size(), std::memory_order_release);
+    if (r.ready_ns == 0) {
+      ready_.push_back(std::move(r));
+      ready_size_.store(ready_.size(), std::memory_order_release);
+    } else {
+      delayed_.emplace(r.ready_ns, std::move(r));  // after those due at the same time
+      next_due_ns_.store(delayed_.begin()->first, std::memory_order_release);
+    }
+    size_.store(ready_.size() + delayed_.size(), std::memory_order_release);
   }
 
+  /// The oldest ready delivery, if any. While only delayed deliveries wait, a call costs a clock
+  /// read and no lock until the first of them is due.
   bool try_pop(Requeued& out) {
     if (empty()) return false;
+    if (ready_size_.load(std::memory_order_acquire) == 0 &&
+        steady_now_ns() < next_due_ns_.load(std::memory_order_acquire))
+      return false;
     const std::lock_guard lock(mutex_);
-    if (queue_.empty()) return false;
-    out = std::move(queue_.front());
-    queue_.pop_front();
-    size_.store(queue_.size(), std::memory_order_release);
+    promote_due_locked();
+    if (ready_.empty()) return false;
+    out = std::move(ready_.front());
+    ready_.pop_front();
+    update_sizes_locked();
     return true;
   }
 
   /// Removes deliveries whose TTL passed; returns how many.
   std::size_t expire(std::int64_t now_ns) {
     const std::lock_guard lock(mutex_);
-    const auto n =
-        std::erase_if(queue_, [&](const Requeued& r) { return r.expires_ns != 0 && r.expires_ns <= now_ns; });
-    size_.store(queue_.size(), std::memory_order_release);
+    auto dead = [&](const Requeued& r) { return r.expires_ns != 0 && r.expires_ns <= now_ns; };
+    auto n = std::erase_if(ready_, dead);
+    n += std::erase_if(delayed_, [&](const auto& entry) { return dead(entry.second); });
+    update_sizes_locked();
     return n;
   }
 
   std::size_t clear() {
     const std::lock_guard lock(mutex_);
-    const auto n = queue_.size();
-    queue_.clear();
-    size_.store(0, std::memory_order_release);
+    const auto n = ready_.size() + delayed_.size();
+    ready_.clear();
+    delayed_.clear();
+    update_sizes_locked();
     return n;
   }
 
  private:
+  static constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+
+  /// Moves the delayed deliveries that are due to the ready queue, in the order they became due.
+  void promote_due_locked() {
+    if (delayed_.empty()) return;
+    const std::int64_t now = steady_now_ns();
+    auto it = delayed_.begin();
+    for (; it != delayed_.end() && it->first <= now; ++it) ready_.push_back(std::move(it->second));
+    delayed_.erase(delayed_.begin(), it);
+    update_sizes_locked();
+  }
+
+  void update_sizes_locked() noexcept {
+    ready_size_.store(ready_.size(), std::memory_order_release);
+    next_due_ns_.store(delayed_.empty() ? kNever : delayed_.begin()->first, std::memory_order_release);
+    size_.store(ready_.size() + delayed_.size(), std::memory_order_release);
+  }
+
   std::mutex mutex_;
-  std::deque<Requeued> queue_;
+  std::deque<Requeued> ready_;
+  std::multimap<std::int64_t, Requeued> delayed_;  // by the time each becomes ready
   std::atomic<std::size_t> size_{0};
+  std::atomic<std::size_t> ready_size_{0};
+  std::atomic<std::int64_t> next_due_ns_{kNever};
 };
 
 /// Subscribers of one group share its cursor and its requeued deliveries.
@@ -279,10 +323,12 @@ class Topic {
   [[nodiscard]] Logger* logger() const noexcept { return logger_; }
 
   /// Reports, at most once per report interval, a message of this topic dropped after its last
-  /// delivery because it had nowhere to go (`reason`).
-  void dropped_after_deliveries(std::string_view reason, std::uint32_t deliveries) noexcept {
+  /// delivery because it had nowhere to go (`what`), with the reason its nack gave (if any).
+  void dropped_after_deliveries(std::string_view what, std::uint32_t deliveries,
+                                std::string_view nack_reason) noexcept {
     if (logger_ == nullptr || !logger_->enabled(LogLevel::warn) || !report_due(last_drop_report_ns_)) return;
-    logger_->log(LogLevel::warn, reason, {{"topic", std::string_view(name)}, {"deliveries", deliveries}});
+    logger_->log(LogLevel::warn, what,
+                 {{"topic", std::string_view(name)}, {"deliveries", deliveries}, {"reason", nack_reason}});
   }
 
   /// Reports a dead-lettered message dropped because this (dead-letter) topic was full.
