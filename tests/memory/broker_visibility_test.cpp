@@ -40,6 +40,25 @@ TopicInfo topic_info(const InMemoryBroker& broker, const std::string& name) {
   return {};
 }
 
+/// A broker on the quiet configuration that reports to its own logger; `tweak(BrokerConfig&)`
+/// adjusts the configuration before the broker is made.
+struct LoggedBroker {
+  template <class Tweak>
+  explicit LoggedBroker(Tweak tweak) : broker(configure(log, tweak)) {}
+
+  CapturingLogger log;  // first: it outlives the broker
+  InMemoryBroker broker;
+
+ private:
+  template <class Tweak>
+  static BrokerConfig configure(CapturingLogger& logger, Tweak& tweak) {
+    BrokerConfig config = quiet_config();
+    config.logger = &logger;
+    tweak(config);
+    return config;
+  }
+};
+
 /// Polls `done` for up to ten seconds.
 template <class F>
 bool eventually(F done) {
@@ -55,11 +74,9 @@ bool eventually(F done) {
 
 TEST_CASE("messages published before anyone subscribed are counted and reported once per interval",
           "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.stall_report_interval = std::chrono::hours(1);
-  InMemoryBroker broker(config);
+  LoggedBroker env([](BrokerConfig& c) { c.stall_report_interval = std::chrono::hours(1); });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemoryPublisher publisher(broker);
 
   publisher.publish("orders", numbered(3));
@@ -96,12 +113,12 @@ TEST_CASE("without a logger the drops are still counted, also with statistics of
 
 TEST_CASE("a publisher waiting on a full topic is counted and reported with the subscriber holding it back",
           "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.max_queue_size = 4;
-  config.stall_report_interval = 20ms;
-  InMemoryBroker broker(config);
+  LoggedBroker env([](BrokerConfig& c) {
+    c.max_queue_size = 4;
+    c.stall_report_interval = 20ms;
+  });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemorySubscriber fast(broker);
   InMemorySubscriber idle(broker);
   fast.subscribe("jobs");
@@ -148,12 +165,12 @@ TEST_CASE("a publisher waiting on a full topic is counted and reported with the 
 
 TEST_CASE("a dead-lettered message dropped for want of a dead-letter subscriber is counted and reported",
           "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.max_deliveries = 1;
-  config.dead_letter_topic = "dead";
-  InMemoryBroker broker(config);
+  LoggedBroker env([](BrokerConfig& c) {
+    c.max_deliveries = 1;
+    c.dead_letter_topic = "dead";
+  });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemoryAckSubscriber subscriber(broker);
   subscriber.subscribe("work");
   InMemoryPublisher publisher(broker);
@@ -170,11 +187,9 @@ TEST_CASE("a dead-lettered message dropped for want of a dead-letter subscriber 
 
 TEST_CASE("a publisher waiting when the last subscriber leaves counts its messages as dropped, not published",
           "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.max_queue_size = 4;
-  InMemoryBroker broker(config);
+  LoggedBroker env([](BrokerConfig& c) { c.max_queue_size = 4; });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemoryPublisher publisher(broker);
   auto subscriber = std::make_unique<InMemorySubscriber>(broker);
   subscriber->subscribe("t");
@@ -205,12 +220,12 @@ TEST_CASE("the broker's totals keep the counters of topics removed as idle", "[b
 }
 
 TEST_CASE("stall reports are one per topic per interval, however many publishers wait", "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.max_queue_size = 2;
-  config.stall_report_interval = 50ms;
-  InMemoryBroker broker(config);
+  LoggedBroker env([](BrokerConfig& c) {
+    c.max_queue_size = 2;
+    c.stall_report_interval = 50ms;
+  });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemorySubscriber idle(broker);
   idle.subscribe("t");
   InMemoryPublisher publisher(broker);
@@ -254,12 +269,12 @@ TEST_CASE("slowest_subscriber is 0 while nobody lags", "[broker][visibility]") {
 }
 
 TEST_CASE("a receive waiting on a full ack window is reported", "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.max_unacked = 2;
-  config.stall_report_interval = 20ms;
-  InMemoryBroker broker(config);
+  LoggedBroker env([](BrokerConfig& c) {
+    c.max_unacked = 2;
+    c.stall_report_interval = 20ms;
+  });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemoryAckSubscriber subscriber(broker);
   subscriber.subscribe("t");
   InMemoryPublisher(broker).publish("t", numbered(3));
@@ -275,13 +290,15 @@ TEST_CASE("a receive waiting on a full ack window is reported", "[broker][visibi
 }
 
 TEST_CASE("a message dropped after max_deliveries with nowhere to go is reported", "[broker][visibility]") {
-  CapturingLogger log;
-  BrokerConfig config = quiet_config();
-  config.logger = &log;
-  config.max_deliveries = 1;
+  std::string dead_letter_topic;
   SECTION("no dead-letter topic") {}
-  SECTION("the dead-letter topic is the message's own topic") { config.dead_letter_topic = "work"; }
-  InMemoryBroker broker(config);
+  SECTION("the dead-letter topic is the message's own topic") { dead_letter_topic = "work"; }
+  LoggedBroker env([&](BrokerConfig& c) {
+    c.max_deliveries = 1;
+    c.dead_letter_topic = dead_letter_topic;
+  });
+  CapturingLogger& log = env.log;
+  InMemoryBroker& broker = env.broker;
   InMemoryAckSubscriber subscriber(broker);
   subscriber.subscribe("work");
   InMemoryPublisher(broker).publish("work", kincir::test::text("poison"));
