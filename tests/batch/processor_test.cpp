@@ -44,6 +44,23 @@ void publish_numbered(const std::shared_ptr<InMemoryBroker>& broker, int count, 
   publisher.publish(topic, std::move(batch));
 }
 
+/// What most tests start from: a broker, and a processor over a new `Sub` of it (owned, made in
+/// place) subscribed to topic "t", where `published` numbered messages ("0", "1", ...) wait.
+template <class Sub>
+struct ProcessorOnTopic {
+  ProcessorOnTopic(BatchProcessorOptions options, int published)
+      : broker(make_broker()), processor(std::in_place, options, broker) {
+    processor.subscribe("t");
+    if (published > 0) publish_numbered(broker, published);
+  }
+
+  std::shared_ptr<InMemoryBroker> broker;
+  BatchProcessor<Sub> processor;
+};
+
+using PlainProcessor = ProcessorOnTopic<kincir::memory::InMemorySubscriber>;
+using AckProcessor = ProcessorOnTopic<kincir::memory::InMemoryAckSubscriber>;
+
 /// Forwards to an in-memory subscriber and counts what `receive_for` returned. Has only the
 /// throwing `receive_for`, so the processor's fallback path is exercised too.
 class CountingSubscriber {
@@ -69,11 +86,9 @@ class CountingSubscriber {
 }  // namespace
 
 TEST_CASE("full batches of batch_size, then the rest after the timeout", "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker), 10, 50ms);
-  static_assert(!decltype(processor)::kUsesAcks);
-  processor.subscribe("t");
-  publish_numbered(broker, 25);
+  PlainProcessor env({.batch_size = 10, .batch_timeout = 50ms}, 25);
+  auto& processor = env.processor;
+  static_assert(!decltype(env.processor)::kUsesAcks);
   std::stop_source stop;
   std::vector<std::size_t> sizes;
   std::vector<std::string> seen;
@@ -91,10 +106,8 @@ TEST_CASE("full batches of batch_size, then the rest after the timeout", "[batch
 }
 
 TEST_CASE("a partial batch is handed over once batch_timeout has passed", "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker), 100, 30ms);
-  processor.subscribe("t");
-  publish_numbered(broker, 3);
+  PlainProcessor env({.batch_size = 100, .batch_timeout = 30ms}, 3);
+  auto& processor = env.processor;
   std::stop_source stop;
   std::vector<std::size_t> sizes;
   const auto start = std::chrono::steady_clock::now();
@@ -111,10 +124,8 @@ TEST_CASE("a partial batch is handed over once batch_timeout has passed", "[batc
 }
 
 TEST_CASE("a stop request ends an idle processor", "[batch][processor][concurrency]") {
-  auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker),
-                           BatchProcessorOptions{.batch_size = 10, .batch_timeout = 1h, .stop_check_interval = 5ms});
-  processor.subscribe("t");
+  PlainProcessor env({.batch_size = 10, .batch_timeout = 1h, .stop_check_interval = 5ms}, 0);
+  auto& processor = env.processor;
   std::stop_source stop;
   std::atomic<int> calls{0};
   std::size_t processed = 99;
@@ -154,12 +165,9 @@ TEST_CASE("a stop request hands over what was already taken", "[batch][processor
 }
 
 TEST_CASE("with an ack subscriber a failed batch is nacked and redelivered", "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessorOptions options{.batch_size = 3, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::skip};
-  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker), options);
-  static_assert(decltype(processor)::kUsesAcks);
-  processor.subscribe("t");
-  publish_numbered(broker, 3);
+  AckProcessor env({.batch_size = 3, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::skip}, 3);
+  auto& processor = env.processor;
+  static_assert(decltype(env.processor)::kUsesAcks);
   std::stop_source stop;
   std::vector<std::vector<std::string>> batches;
   int reported = 0;
@@ -187,12 +195,8 @@ TEST_CASE("with an ack subscriber a failed batch is nacked and redelivered", "[b
 }
 
 TEST_CASE("policy stop rethrows the handler's exception after nacking", "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessor processor(
-      kincir::memory::InMemoryAckSubscriber(broker),
-      BatchProcessorOptions{.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop});
-  processor.subscribe("t");
-  publish_numbered(broker, 2);
+  AckProcessor env({.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop}, 2);
+  auto& processor = env.processor;
   CHECK_THROWS_AS(processor.process_batches([](std::vector<Message>&&) { throw std::runtime_error("handler failed"); }),
                   std::runtime_error);
   // Redelivered to the next run.
@@ -209,12 +213,8 @@ TEST_CASE("policy stop rethrows the handler's exception after nacking", "[batch]
 
 TEST_CASE("without acks, under policy stop, a failed batch goes to the error handler and the error is returned",
           "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessor processor(
-      kincir::memory::InMemorySubscriber(broker),
-      BatchProcessorOptions{.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop});
-  processor.subscribe("t");
-  publish_numbered(broker, 3);
+  PlainProcessor env({.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop}, 3);
+  auto& processor = env.processor;
   std::vector<std::string> rescued;
   processor.set_error_handler(
       [&](std::error_code, const std::exception_ptr&, std::vector<Message>& batch) { rescued = payloads_of(batch); });
@@ -230,12 +230,8 @@ TEST_CASE("without acks, under policy stop, a failed batch goes to the error han
 }
 
 TEST_CASE("without acks or an error handler a skipped batch is counted and its error kept", "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessor processor(
-      kincir::memory::InMemorySubscriber(broker),
-      BatchProcessorOptions{.batch_size = 3, .batch_timeout = 1h, .on_error = BatchErrorPolicy::skip});
-  processor.subscribe("t");
-  publish_numbered(broker, 6);
+  PlainProcessor env({.batch_size = 3, .batch_timeout = 1h, .on_error = BatchErrorPolicy::skip}, 6);
+  auto& processor = env.processor;
   CHECK(processor.failed_batches() == 0);
   CHECK(!processor.last_error());
   std::stop_source stop;
@@ -290,11 +286,8 @@ TEST_CASE("without acks or an error handler a skipped batch is counted and its e
 }
 
 TEST_CASE("a receive error ends processing after handing over what was taken", "[batch][processor][concurrency]") {
-  auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemorySubscriber(broker),
-                           BatchProcessorOptions{.batch_size = 100, .batch_timeout = 1h, .stop_check_interval = 5ms});
-  processor.subscribe("t");
-  publish_numbered(broker, 2);
+  PlainProcessor env({.batch_size = 100, .batch_timeout = 1h, .stop_check_interval = 5ms}, 2);
+  auto& processor = env.processor;
   std::error_code ec;
   std::size_t processed = 0;
   std::vector<std::size_t> sizes;
@@ -302,7 +295,7 @@ TEST_CASE("a receive error ends processing after handing over what was taken", "
     processed = processor.process_batches([&](std::vector<Message>&& batch) { sizes.push_back(batch.size()); }, {}, ec);
   });
   std::this_thread::sleep_for(20ms);
-  broker->shutdown();
+  env.broker->shutdown();
   worker.join();
   CHECK(ec == kincir::errc::broker_shutdown);
   CHECK(processed == 2);
@@ -330,11 +323,9 @@ TEST_CASE("two processors in one consumer group share a topic's messages", "[bat
 
 TEST_CASE("by default a failing batch does not end processing, and the throwing overload ends quietly on shutdown",
           "[batch][processor][concurrency]") {
-  auto broker = make_broker();
-  BatchProcessor processor(kincir::memory::InMemoryAckSubscriber(broker), 2, 10ms);
+  AckProcessor env({.batch_size = 2, .batch_timeout = 10ms}, 4);
+  auto& processor = env.processor;
   CHECK(processor.options().on_error == BatchErrorPolicy::skip);
-  processor.subscribe("t");
-  publish_numbered(broker, 4);
   std::atomic<int> calls{0};
   std::atomic<bool> returned{false};
   std::size_t processed = 0;
@@ -351,7 +342,7 @@ TEST_CASE("by default a failing batch does not end processing, and the throwing 
     REQUIRE(std::chrono::steady_clock::now() < give_up);
     std::this_thread::sleep_for(1ms);
   }
-  broker->shutdown();
+  env.broker->shutdown();
   worker.join();
   CHECK(returned.load());
   CHECK(processor.failed_batches() == 1);
@@ -382,12 +373,8 @@ TEST_CASE("a batch never waits for more unsettled deliveries than the ack subscr
 }
 
 TEST_CASE("the throwing overload reports broker_shutdown returned by the handler itself", "[batch][processor]") {
-  auto broker = make_broker();
-  BatchProcessor processor(
-      kincir::memory::InMemoryAckSubscriber(broker),
-      BatchProcessorOptions{.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop});
-  processor.subscribe("t");
-  publish_numbered(broker, 2);
+  AckProcessor env({.batch_size = 10, .batch_timeout = 20ms, .on_error = BatchErrorPolicy::stop}, 2);
+  auto& processor = env.processor;
   // The handler's own output broker shut down: an error, although the input is still running.
   CHECK_THROWS_AS(processor.process_batches(
                       [](std::vector<Message>&&) -> std::error_code { return kincir::errc::broker_shutdown; }),
