@@ -1087,6 +1087,62 @@ TEST_CASE("consuming: qos, consume, deliveries reassembled, acks", "[amqp][consu
     ok.consumer_tag = "amq.ctag-1";
     CHECK(take_output(st) == amqp::test::method_frame(4, ok));
   }
+  SECTION("a stream of deliveries: each replaces every field, storage is reused") {
+    // The properties are decoded in place into st.delivery and the method's strings trade
+    // storage with a scratch: a property absent from the next message must not survive.
+    amqp::BasicProperties first;
+    first.message_id = std::string(36, 'a');
+    first.timestamp = 1234;
+    first.headers = amqp::FieldTable{{"k", std::string("v")}};
+    first.correlation_id = "corr";
+    deliver.consumer_tag = "amq.ctag-0123456789abcdefghijkl";  // longer than any small-string buffer
+    deliver.routing_key = "kincir.bench.0123456789";
+    auto actions =
+        feed(st, amqp::test::concat({amqp::test::method_frame(4, deliver), amqp::test::header_frame(4, 3, first),
+                                     amqp::test::body_frame(4, "one")}));
+    REQUIRE(actions.size() == 1);
+    CHECK(st.delivery.properties == first);
+    CHECK(st.delivery.body.view() == "one");
+    const char* id_storage = st.delivery.properties.message_id->data();
+
+    amqp::BasicProperties second;
+    second.message_id = std::string(36, 'b');
+    second.delivery_mode = 2;
+    deliver.delivery_tag = 43;
+    deliver.redelivered = false;
+    deliver.exchange = "";
+    actions = feed(st, amqp::test::concat({amqp::test::method_frame(4, deliver), amqp::test::header_frame(4, 3, second),
+                                           amqp::test::body_frame(4, "two")}));
+    REQUIRE(actions.size() == 1);
+    CHECK(st.delivery.properties == second);                         // headers, timestamp, correlation-id gone
+    CHECK(st.delivery.properties.message_id->data() == id_storage);  // decoded into the same string
+    CHECK(st.delivery.consumer_tag == deliver.consumer_tag);
+    CHECK(st.delivery.delivery_tag == 43);
+    CHECK_FALSE(st.delivery.redelivered);
+    CHECK(st.delivery.exchange.empty());
+    CHECK(st.delivery.routing_key == deliver.routing_key);
+    CHECK(st.delivery.body.view() == "two");
+
+    // Two method strings alternate between the delivery and the scratch: the third delivery's
+    // routing key lands in the first one's storage again.
+    const char* key_storage = st.delivery.routing_key.data();
+    actions = feed(st, amqp::test::concat({amqp::test::method_frame(4, deliver), amqp::test::header_frame(4, 0)}));
+    REQUIRE(actions.size() == 1);
+    CHECK(st.delivery.routing_key == deliver.routing_key);
+    CHECK(st.delivery.properties == amqp::BasicProperties{});
+    actions = feed(st, amqp::test::concat({amqp::test::method_frame(4, deliver), amqp::test::header_frame(4, 0)}));
+    REQUIRE(actions.size() == 1);
+    CHECK(st.delivery.routing_key.data() == key_storage);
+  }
+  SECTION("a malformed basic.deliver is a protocol error") {
+    ByteVector frame = amqp::test::method_frame(4, deliver);
+    frame.insert(frame.end() - 1, std::uint8_t{0});      // one byte too many before the frame end
+    frame[6] = static_cast<std::uint8_t>(frame[6] + 1);  // the payload size's low byte
+    const auto actions = feed(st, frame);
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0].kind == Kind::protocol_error);
+    CHECK(actions[0].ec == errc::malformed_method);
+  }
   SECTION("content frames out of place are protocol errors") {
     CHECK(feed(st, amqp::test::header_frame(4, 1)).at(0).kind == Kind::protocol_error);
   }

@@ -620,21 +620,28 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
   /// as one `multiple` ack, the rest one by one; nacks and rejects at once. Settlements of an
   /// earlier channel generation are dropped: their tags mean nothing to the broker now.
   void flush_settlements() {
-    std::vector<Settlement> batch;
+    // The two vectors trade storage, so neither reallocates once grown (no allocation per batch).
+    std::vector<Settlement>& batch = settling_;
     {
       const std::lock_guard lock(mutex_);
       batch.swap(settlements_);
       settle_posted_ = false;
     }
-    if (batch.empty() || !channel_ || !channel_->is_open()) return;
+    if (batch.empty() || !channel_ || !channel_->is_open()) {
+      batch.clear();
+      return;
+    }
     amqp::ChannelState& st = channel_->state();
     std::error_code ec;
+    std::size_t marked = 0;  // acks marked now; every earlier one was sent by an earlier flush
+    std::size_t next = 0;    // where the previous settlement's successor would be: in order, no search
     for (const auto& s : batch) {
       if ((s.tag >> kGenerationShift) != channel_generation_) continue;
       const std::uint64_t tag = s.tag & kDeliveryTagMask;
-      Outstanding* o = find(tag);
+      Outstanding* o = find(tag, next);
       if (o == nullptr) continue;
       if (s.how == Settle::ack) {
+        if (!o->acked) ++marked;
         o->acked = true;
         continue;
       }
@@ -645,28 +652,38 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
       o->acked = o->sent = true;
     }
     std::uint64_t prefix = 0;
-    bool prefix_has_ack = false;
+    std::size_t in_prefix = 0;  // acks marked now that the `multiple` ack covers
     while (!outstanding_.empty() && outstanding_.front().acked) {
       prefix = outstanding_.front().tag;
-      prefix_has_ack = prefix_has_ack || !outstanding_.front().sent;
+      if (!outstanding_.front().sent) ++in_prefix;
       outstanding_.pop_front();
     }
-    if (prefix_has_ack) amqp::ack(st, prefix, true, ec);
-    for (auto& o : outstanding_) {
-      if (o.acked && !o.sent) {
-        amqp::ack(st, o.tag, false, ec);
-        o.sent = true;
+    if (in_prefix != 0) amqp::ack(st, prefix, true, ec);
+    // Acks past a gap go one by one; a streaming receiver has none, and the walk over the
+    // outstanding deliveries (up to `prefetch`) is skipped.
+    if (in_prefix < marked) {
+      for (auto& o : outstanding_) {
+        if (o.acked && !o.sent) {
+          amqp::ack(st, o.tag, false, ec);
+          o.sent = true;
+        }
       }
     }
+    batch.clear();
     channel_->touch();
     conn_->end_turn();
   }
 
-  Outstanding* find(std::uint64_t tag) {
-    // Tags rise in delivery order: binary search.
+  /// The outstanding delivery `tag`, looked for first at index `hint` (settlements mostly come
+  /// in delivery order), then by binary search (tags rise in delivery order). `hint` becomes the
+  /// index after it.
+  Outstanding* find(std::uint64_t tag, std::size_t& hint) {
+    if (hint < outstanding_.size() && outstanding_[hint].tag == tag) return &outstanding_[hint++];
     auto it = std::lower_bound(outstanding_.begin(), outstanding_.end(), tag,
                                [](const Outstanding& o, std::uint64_t t) { return o.tag < t; });
-    return it != outstanding_.end() && it->tag == tag ? &*it : nullptr;
+    if (it == outstanding_.end() || it->tag != tag) return nullptr;
+    hint = static_cast<std::size_t>(it - outstanding_.begin()) + 1;
+    return &*it;
   }
 
   std::shared_ptr<ConnectionCore> conn_;
@@ -698,6 +715,7 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
   std::deque<Received> buffer_;
   std::unordered_set<std::uint64_t> unacked_;
   std::vector<Settlement> settlements_;
+  std::vector<Settlement> settling_;  // strand only: the batch flush_settlements sends
   bool settle_posted_ = false;
   bool subscribed_ = false;
   std::string topic_;

@@ -71,6 +71,9 @@ struct ChannelState {
   std::vector<TagRange> settled;
   /// The message of the latest `delivery` action (and of a basic.get-ok `reply`).
   Delivery delivery;
+  /// Scratch for decoding basic.deliver: its strings trade storage with `delivery`'s, so a
+  /// stream of deliveries decodes without allocating.
+  BasicDeliver deliver_decoded;
   /// The message of the latest `returned` action.
   ReturnedMessage returned;
   /// The consumer of the latest `consumer_cancelled` action.
@@ -234,24 +237,22 @@ namespace detail {
 KINCIR_DECL Action on_channel_content(ChannelState& st, const Event& ev) {
   using Content = ChannelState::Content;
   if (st.content_kind == Content::none) return channel_protocol_error(st, errc::unexpected_frame);
+  // The header's properties are decoded straight into the message they belong to, in place: its
+  // strings keep their storage from one message to the next (no allocation per message).
+  BasicProperties& properties = st.content_kind == Content::returned    ? st.returned.properties
+                                : st.content_kind == Content::discarded ? st.content.properties()
+                                                                        : st.delivery.properties;
   std::error_code ec;
-  if (!st.content.feed(ev.frame, ev.source, ec, st.limits)) {
+  if (!st.content.feed(ev.frame, ev.source, ec, st.limits, properties)) {
     if (ec) return channel_protocol_error(st, ec);
     return Action::none();
   }
   const Content kind = st.content_kind;
   st.content_kind = Content::none;
   switch (kind) {
-    case Content::deliver:
-      st.delivery.properties = std::move(st.content.properties());
-      st.delivery.body = st.content.take_body();
-      return Action{Action::Kind::delivery, {}};
-    case Content::returned:
-      st.returned.properties = std::move(st.content.properties());
-      st.returned.body = st.content.take_body();
-      return Action{Action::Kind::returned, {}};
+    case Content::deliver: st.delivery.body = st.content.take_body(); return Action{Action::Kind::delivery, {}};
+    case Content::returned: st.returned.body = st.content.take_body(); return Action{Action::Kind::returned, {}};
     case Content::get_ok:
-      st.delivery.properties = std::move(st.content.properties());
       st.delivery.body = st.content.take_body();
       st.pending.pop_front();
       return Action{Action::Kind::reply, {}};
@@ -286,9 +287,36 @@ KINCIR_DECL Action on_closing_method(ChannelState& st, Method& m) {
   return Action::none();
 }
 
+/// basic.deliver, the method of every message consumed: decoded into `st.delivery` through a
+/// scratch whose strings trade storage with it, without a `Method` (no allocation per delivery).
+KINCIR_DECL Action on_basic_deliver(ChannelState& st, const Event& ev) {
+  std::error_code ec;
+  BasicDeliver& d = st.deliver_decoded;
+  decode_method_as(ev.frame.payload, d, ec, st.limits.fields);
+  if (ec) return channel_protocol_error(st, ec);
+  st.delivery.consumer_tag.swap(d.consumer_tag);
+  st.delivery.delivery_tag = d.delivery_tag;
+  st.delivery.redelivered = d.redelivered;
+  st.delivery.exchange.swap(d.exchange);
+  st.delivery.routing_key.swap(d.routing_key);
+  st.delivery.message_count = 0;
+  st.content_kind = ChannelState::Content::deliver;
+  st.content.begin();
+  return Action::none();
+}
+
+/// Whether a method frame's payload starts with class `class_id`, method `method_id`.
+KINCIR_DECL bool is_method(std::span<const std::uint8_t> payload, std::uint16_t class_id,
+                           std::uint16_t method_id) noexcept {
+  return payload.size() >= 4 && payload[0] == (class_id >> 8) && payload[1] == (class_id & 0xFF) &&
+         payload[2] == (method_id >> 8) && payload[3] == (method_id & 0xFF);
+}
+
 KINCIR_DECL Action on_channel_method(ChannelState& st, const Event& ev) {
   using Content = ChannelState::Content;
   if (st.content_kind != Content::none) return channel_protocol_error(st, errc::unexpected_frame);
+  if (st.phase != ChannelPhase::closing && is_method(ev.frame.payload, BasicDeliver::kClassId, BasicDeliver::kMethodId))
+    return on_basic_deliver(st, ev);
   Method m;
   std::error_code ec;
   const MethodId id = decode_method(ev.frame.payload, m, ec, st.limits.fields);
@@ -302,18 +330,7 @@ KINCIR_DECL Action on_channel_method(ChannelState& st, const Event& ev) {
       encode_method_frame(st.out.bytes(), st.id, ChannelCloseOk{}, ec);
       return close_channel_state(st, reply_error(close.reply_code));
     }
-    case MethodId::basic_deliver: {
-      auto& deliver = std::get<BasicDeliver>(m);
-      st.delivery.consumer_tag = std::move(deliver.consumer_tag);
-      st.delivery.delivery_tag = deliver.delivery_tag;
-      st.delivery.redelivered = deliver.redelivered;
-      st.delivery.exchange = std::move(deliver.exchange);
-      st.delivery.routing_key = std::move(deliver.routing_key);
-      st.delivery.message_count = 0;
-      st.content_kind = Content::deliver;
-      st.content.begin();
-      return Action::none();
-    }
+    case MethodId::basic_deliver: return on_basic_deliver(st, ev);  // not reached: taken above
     case MethodId::basic_return: {
       auto& ret = std::get<BasicReturn>(m);
       st.returned.reply_code = ret.reply_code;

@@ -59,11 +59,11 @@ struct ContentLimits {
 class ContentAssembler {
  public:
   /// Starts a content (after a content-bearing method): the next frame must be its header.
+  /// `properties()` keeps its storage until the header replaces every property.
   void begin() noexcept {
     state_ = State::header;
     body_size_ = 0;
     received_ = 0;
-    properties_ = BasicProperties();
     body_ = Bytes();
     chunks_.clear();
   }
@@ -77,14 +77,21 @@ class ContentAssembler {
   /// Errors: `errc::unexpected_frame` (wrong frame type, body longer than announced),
   /// `errc::malformed_content_header`, `errc::body_too_large`.
   bool feed(const Frame& frame, const Bytes* source, std::error_code& ec, const ContentLimits& limits = {}) {
+    return feed(frame, source, ec, limits, properties_);
+  }
+
+  /// The same, with the header's properties decoded into `into` instead of `properties()`: every
+  /// property replaced in place, its strings keeping their storage, so a message decoded into the
+  /// same place each time allocates nothing for its properties.
+  bool feed(const Frame& frame, const Bytes* source, std::error_code& ec, const ContentLimits& limits,
+            BasicProperties& into) {
     ec.clear();
     if (state_ == State::header) {
       if (frame.type != FrameType::header) return fail(ec, errc::unexpected_frame);
-      ContentHeader header = decode_content_header(frame.payload, ec, limits.fields);
+      std::uint16_t class_id = 0;
+      detail::decode_content_header_to(frame.payload, class_id, body_size_, into, ec, limits.fields);
       if (ec) return fail(ec, ec);
-      if (header.body_size > limits.max_body_size) return fail(ec, errc::body_too_large);
-      properties_ = std::move(header.properties);
-      body_size_ = header.body_size;
+      if (body_size_ > limits.max_body_size) return fail(ec, errc::body_too_large);
       if (body_size_ == 0) {
         state_ = State::idle;
         return true;
@@ -142,7 +149,7 @@ class ContentAssembler {
   State state_ = State::idle;
   std::uint64_t body_size_ = 0;
   std::uint64_t received_ = 0;
-  BasicProperties properties_;
+  BasicProperties properties_;  // where the 4-argument feed decodes, reused for the next header
   Bytes body_;
   std::vector<std::uint8_t> chunks_;
 };

@@ -115,8 +115,10 @@ KINCIR_DECL void encode_properties(WireWriter& w, const BasicProperties& p) {
   if (p.cluster_id) w.shortstr(*p.cluster_id);
 }
 
-/// Reads flags then the properties they announce. An unknown flag (bits 1 and 0: another flag
-/// word) is `errc::malformed_content_header`.
+/// Reads flags then the properties they announce into `p`, every property of `p` replaced: the
+/// absent ones reset, the present ones assigned in place, so a `p` reused from one header to the
+/// next keeps its strings' storage (no allocation per message once they are long enough). An
+/// unknown flag (bits 1 and 0: another flag word) is `errc::malformed_content_header`.
 KINCIR_DECL void decode_properties(WireReader& r, BasicProperties& p, const FieldLimits& limits) {
   using namespace property_flag;
   const std::uint16_t f = r.u16();
@@ -124,38 +126,77 @@ KINCIR_DECL void decode_properties(WireReader& r, BasicProperties& p, const Fiel
     r.fail(errc::malformed_content_header);
     return;
   }
-  auto str = [&r](std::optional<std::string>& s) { s.emplace(r.shortstr()); };
-  if (f & kContentType) str(p.content_type);
-  if (f & kContentEncoding) str(p.content_encoding);
-  if (f & kHeaders) decode_table(r, p.headers.emplace(), limits);
-  if (f & kDeliveryMode) p.delivery_mode = r.u8();
-  if (f & kPriority) p.priority = r.u8();
-  if (f & kCorrelationId) str(p.correlation_id);
-  if (f & kReplyTo) str(p.reply_to);
-  if (f & kExpiration) str(p.expiration);
-  if (f & kMessageId) str(p.message_id);
-  if (f & kTimestamp) p.timestamp = r.u64();
-  if (f & kType) str(p.type);
-  if (f & kUserId) str(p.user_id);
-  if (f & kAppId) str(p.app_id);
-  if (f & kClusterId) str(p.cluster_id);
+  const auto str = [&r, f](std::uint16_t flag, std::optional<std::string>& s) {
+    if ((f & flag) == 0) {
+      s.reset();
+    } else if (s) {
+      s->assign(r.shortstr());
+    } else {
+      s.emplace(r.shortstr());
+    }
+  };
+  const auto u8 = [&r, f](std::uint16_t flag, std::optional<std::uint8_t>& v) {
+    v = (f & flag) != 0 ? std::optional<std::uint8_t>(r.u8()) : std::nullopt;
+  };
+  str(kContentType, p.content_type);
+  str(kContentEncoding, p.content_encoding);
+  if ((f & kHeaders) == 0) {
+    p.headers.reset();
+  } else {
+    if (p.headers) {
+      p.headers->entries().clear();
+    } else {
+      p.headers.emplace();
+    }
+    decode_table(r, *p.headers, limits);
+  }
+  u8(kDeliveryMode, p.delivery_mode);
+  u8(kPriority, p.priority);
+  str(kCorrelationId, p.correlation_id);
+  str(kReplyTo, p.reply_to);
+  str(kExpiration, p.expiration);
+  str(kMessageId, p.message_id);
+  p.timestamp = (f & kTimestamp) != 0 ? std::optional<std::uint64_t>(r.u64()) : std::nullopt;
+  str(kType, p.type);
+  str(kUserId, p.user_id);
+  str(kAppId, p.app_id);
+  str(kClusterId, p.cluster_id);
 }
 
 }  // namespace detail
 
-/// Decodes a content header frame's payload. The class must be basic (60) and the weight 0;
-/// otherwise, or on any malformed property, `errc::malformed_content_header`.
-KINCIR_DECL ContentHeader decode_content_header(std::span<const std::uint8_t> payload, std::error_code& ec,
-                                                const FieldLimits& limits = {}) {
-  detail::WireReader r(payload, errc::malformed_content_header);
-  ContentHeader header;
-  header.class_id = r.u16();
+namespace detail {
+
+/// A content header frame's payload into `class_id`, `body_size` and `p` (see below).
+KINCIR_DECL void decode_content_header_to(std::span<const std::uint8_t> payload, std::uint16_t& class_id,
+                                          std::uint64_t& body_size, BasicProperties& p, std::error_code& ec,
+                                          const FieldLimits& limits) {
+  WireReader r(payload, errc::malformed_content_header);
+  class_id = r.u16();
   const std::uint16_t weight = r.u16();
-  header.body_size = r.u64();
-  if (r.ok() && (header.class_id != kBasicClassId || weight != 0)) r.fail(errc::malformed_content_header);
-  detail::decode_properties(r, header.properties, limits);
+  body_size = r.u64();
+  if (r.ok() && (class_id != kBasicClassId || weight != 0)) r.fail(errc::malformed_content_header);
+  decode_properties(r, p, limits);
   if (r.ok() && !r.at_end()) r.fail(errc::malformed_content_header);
   ec = r.error();
+}
+
+}  // namespace detail
+
+/// Decodes a content header frame's payload into `header`, replacing all of it (its property
+/// strings keep their storage: a header reused for every message allocates nothing once they
+/// are long enough). The class must be basic (60) and the weight 0; otherwise, or on any
+/// malformed property, `errc::malformed_content_header`.
+KINCIR_DECL void decode_content_header(std::span<const std::uint8_t> payload, ContentHeader& header,
+                                       std::error_code& ec, const FieldLimits& limits = {}) {
+  detail::decode_content_header_to(payload, header.class_id, header.body_size, header.properties, ec, limits);
+}
+
+/// Decodes a content header frame's payload into a new `ContentHeader` (see above).
+KINCIR_DECL ContentHeader decode_content_header(std::span<const std::uint8_t> payload, std::error_code& ec,
+                                                const FieldLimits& limits = {}) {
+  ContentHeader header;
+  decode_content_header(payload, header, ec, limits);
   return header;
 }
 
