@@ -49,18 +49,12 @@ struct BackendFeatures {
   bool reconnect = false;
 };
 
-/// Conformance cases a backend is known to fail, each described by the defect (symptom, where it
-/// lies); empty when there is none. The case warns with the description and checks what it still
-/// can (or is skipped): a known defect is never silent, and fixing it means emptying the field.
-struct KnownDefects {
-  /// `shutdown()` ends receiving with an error, but a router over the backend does not recognise
-  /// it as the end of the subscription and keeps polling instead of ending `run()`.
-  std::string_view router_ignores_shutdown;
-  /// A router that closed leaves its subscriber consuming: messages the broker sends it
-  /// meanwhile (its prefetch) wait unhandled until the subscriber unsubscribes or is destroyed,
-  /// instead of going to the other members of its group.
-  std::string_view router_close_keeps_consuming;
-};
+/// Conformance cases a backend is known to fail. None is known today. To declare one, add a
+/// `std::string_view` field named after the defect, set it in the fixture's `kDefects` to the
+/// description (symptom, where it lies), and have the case check `KINCIR_HAS_DEFECT(field)`: it
+/// warns with the description (`KINCIR_WARN_DEFECT`) and checks what it still can (or is
+/// skipped). A known defect is never silent, and fixing it means removing the field.
+struct KnownDefects {};
 
 /// kincir's in-memory broker, one per fixture.
 class MemoryBackend {

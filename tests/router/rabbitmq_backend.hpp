@@ -54,8 +54,9 @@ namespace kincir::test {
 /// - reconnect: the adapter recovers a connection the broker closed (320 via
 ///   `rabbitmqctl close_connection`): publishers republish, subscribers consume again.
 ///
-/// Known defects (kDefects; the cases warn and work around them): a router does not end when the
-/// connection is closed under it, and a closed router's subscriber keeps consuming.
+/// Known defects (kDefects): none. A router ends when the connection is closed for good (the
+/// subscriber's final error is `receive_condition::ended`) and leaves its subscriptions when it
+/// closes (`unsubscribe()`: the consumer's prefetch goes back to the queue).
 class RabbitMQBackend {
  public:
   static constexpr std::string_view kName = "rabbitmq";
@@ -66,17 +67,7 @@ class RabbitMQBackend {
                                              .delivery_count = true,
                                              .receives_before_subscribe = true,
                                              .reconnect = true};
-  static constexpr KnownDefects kDefects{
-      .router_ignores_shutdown =
-          "after Connection::close() a RabbitMQSubscriber's receive fails with "
-          "kincir::rabbitmq::errc::connection_closed "
-          "(category kincir.rabbitmq), which is not equivalent to kincir::errc::closed; the router ends a subscription "
-          "only on kincir::errc::broker_shutdown, closed or not_subscribed (router/detail/runner.hpp), so run() keeps "
-          "polling every receive_error_backoff until close()",
-      .router_close_keeps_consuming =
-          "Router::close() does not unsubscribe: a RabbitMQSubscriber keeps its consumer, and deliveries the broker "
-          "sends it (up to prefetch, 1000) stay buffered and unacknowledged until unsubscribe() or its destruction, "
-          "instead of reaching the other members of the group"};
+  static constexpr KnownDefects kDefects{};
   using publisher_type = rabbitmq::RabbitMQPublisher;
   using subscriber_type = rabbitmq::RabbitMQSubscriber;
 

@@ -1,5 +1,6 @@
 // The router over the in-memory broker: publish-then-ack, nack on failure and exception,
-// concurrency limit, graceful and timed-out close, middleware order, lifecycle and bad input.
+// concurrency limit, graceful and timed-out close, subscriptions left on close, which receive
+// errors end a handler (receive_condition), middleware order, lifecycle and bad input.
 #include <kincir/router.hpp>
 #include <kincir/router/awaitable.hpp>
 
@@ -19,12 +20,14 @@
 #include <atomic>              // counters shared with handlers
 #include <chrono>              // timeouts
 #include <condition_variable>  // gates
+#include <future>              // bounded waits
 #include <memory>              // std::make_shared
 #include <mutex>               // gates
 #include <optional>            // coroutine results
-#include <stdexcept>           // thrown by handlers
+#include <stdexcept>           // thrown by handlers and a scripted subscriber
 #include <stop_token>          // run(stop_token)
 #include <string>              // payloads
+#include <system_error>        // receive errors
 #include <thread>              // closing from another thread
 #include <utility>             // std::move
 #include <vector>              // recorded order
@@ -127,6 +130,70 @@ struct FailingPublisher {
   }
 };
 static_assert(kincir::Publisher<FailingPublisher>);
+
+/// Codes of a made-up backend: `reconnecting` is mapped to `receive_condition::retry` by its
+/// category (as a backend whose receive fails while it reconnects would do); `gone` is not.
+enum class scripted_backend_errc { reconnecting = 1, gone };
+
+class ScriptedBackendCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "test.scripted-backend"; }
+  std::string message(int v) const override { return v == 1 ? "reconnecting" : "connection gone for good"; }
+  bool equivalent(int code, const std::error_condition& condition) const noexcept override {
+    if (condition == kincir::receive_condition::retry)
+      return code == static_cast<int>(scripted_backend_errc::reconnecting);
+    return std::error_category::equivalent(code, condition);
+  }
+};
+
+const std::error_category& scripted_backend_category() {
+  static const ScriptedBackendCategory instance;
+  return instance;
+}
+
+std::error_code scripted_backend_error(scripted_backend_errc e) {
+  return {static_cast<int>(e), scripted_backend_category()};
+}
+
+/// An in-memory ack subscriber whose next receives fail with the errors it was given (or throw a
+/// non-`system_error` exception, for an empty code), then receive normally.
+class ScriptedAckSubscriber : public InMemoryAckSubscriber {
+ public:
+  using InMemoryAckSubscriber::InMemoryAckSubscriber;
+
+  void fail_next(std::error_code ec) {
+    const std::lock_guard lock(mutex_);
+    script_.push_back(ec);
+  }
+
+  template <class Rep, class Period>
+  std::optional<std::pair<Message, handle_type>> receive_with_ack_for(std::chrono::duration<Rep, Period> timeout,
+                                                                      std::error_code& ec) {
+    {
+      const std::lock_guard lock(mutex_);
+      if (!script_.empty()) {
+        const std::error_code next = script_.front();
+        script_.erase(script_.begin());
+        ++failures_;
+        if (!next) throw std::runtime_error("not a system_error");
+        ec = next;
+        return std::nullopt;
+      }
+    }
+    return InMemoryAckSubscriber::receive_with_ack_for(timeout, ec);
+  }
+
+  [[nodiscard]] int failures() const {
+    const std::lock_guard lock(mutex_);
+    return failures_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::error_code> script_;
+  int failures_ = 0;
+};
+static_assert(kincir::AckSubscriber<ScriptedAckSubscriber>);
 
 }  // namespace
 
@@ -310,15 +377,20 @@ TEST_CASE("router: close lets in-flight messages finish, publish and ack", "[rou
 TEST_CASE("router: what is still in progress when close times out is nacked, not lost", "[router][concurrency]") {
   auto broker = std::make_shared<InMemoryBroker>(kincir::test::quiet_broker_config());
   InMemoryAckSubscriber in(broker);
+  InMemoryAckSubscriber other(broker);  // another member of the group, not receiving yet
+  other.subscribe("in", "workers");
   InMemoryPublisher out(broker);
   InMemorySubscriber sink(broker);
   sink.subscribe("out");
   Router router(fast_config());
   Gate gate;
-  auto& h = router.add_handler("stuck", "in", in, "out", out, [&](const Message& m) {
-    gate.wait();
-    return Message(m);
-  });
+  auto& h = router.add_handler(
+      "stuck", "in", in, "out", out,
+      [&](const Message& m) {
+        gate.wait();
+        return Message(m);
+      },
+      opts(1, "workers"));
   RunningRouter running(router);
   REQUIRE(running.wait_running());
   InMemoryPublisher(broker).publish("in", text("stuck"));
@@ -330,11 +402,150 @@ TEST_CASE("router: what is still in progress when close times out is nacked, not
   running.join();
   CHECK(h.stats().acked == 0);
   CHECK_FALSE(sink.try_receive().has_value());
-  // The message is back in the subscriber, delivered a second time.
-  auto again = in.receive_with_ack_for(kincir::test::kPatience);
+  // The message is back in its group and goes to the other member, delivered a second time (the
+  // router's subscriber left the group when the router closed).
+  auto again = other.receive_with_ack_for(kincir::test::kPatience);
   REQUIRE(again.has_value());
   CHECK(payload(again->first) == "stuck");
   CHECK(again->second.delivery_count() == 2);
+  std::error_code ec;
+  CHECK_FALSE(in.receive_with_ack_for(1ms, ec).has_value());
+  CHECK(ec == kincir::errc::not_subscribed);
+}
+
+TEST_CASE(
+    "router: close leaves the subscriptions: a group's later messages go to the other members, a topic's "
+    "publishers are no longer held back",
+    "[router][concurrency]") {
+  SECTION("group") {
+    auto broker = std::make_shared<InMemoryBroker>(kincir::test::quiet_broker_config());
+    InMemoryAckSubscriber a(broker);
+    InMemoryAckSubscriber b(broker);
+    Router router(fast_config());
+    std::atomic<int> handled{0};
+    auto& h = router.add_consumer_handler(
+        "a", "jobs", a, [&](const Message&) { ++handled; }, opts(1, "workers"));
+    {
+      RunningRouter running(router);
+      REQUIRE(running.wait_running());
+      InMemoryPublisher(broker).publish("jobs", text("before"));
+      REQUIRE(eventually([&] { return h.stats().acked == 1; }));
+      b.subscribe("jobs", "workers");
+      CHECK(router.close(10s));
+    }
+    std::error_code ec;
+    CHECK_FALSE(a.receive_with_ack_for(1ms, ec).has_value());
+    CHECK(ec == kincir::errc::not_subscribed);
+    InMemoryPublisher pub(broker);
+    for (int i = 0; i < 20; ++i) pub.publish("jobs", text(std::to_string(i)));
+    int got = 0;
+    while (auto d = b.receive_with_ack_for(got == 20 ? 10ms : kincir::test::kPatience)) {
+      b.ack(d->second);
+      ++got;
+    }
+    CHECK(got == 20);  // every one: the closed router's subscriber takes none
+    CHECK(handled == 1);
+  }
+  SECTION("topic with a bounded queue") {
+    kincir::memory::BrokerConfig config = kincir::test::quiet_broker_config();
+    config.max_queue_size = 4;
+    config.overflow_policy = kincir::memory::OverflowPolicy::block;
+    auto broker = std::make_shared<InMemoryBroker>(config);
+    InMemoryAckSubscriber in(broker);
+    Router router(fast_config());
+    router.add_consumer_handler("h", "events", in, [](const Message&) {});
+    {
+      RunningRouter running(router);
+      REQUIRE(running.wait_running());
+      CHECK(router.close(10s));
+    }
+    // A subscriber left subscribed and never read would block this publisher at the fifth
+    // message; the closed router's has left the topic.
+    auto published = std::async(std::launch::async, [&] {
+      InMemoryPublisher pub(broker);
+      for (int i = 0; i < 20; ++i) pub.publish("events", text(std::to_string(i)));
+      return true;
+    });
+    const bool done = published.wait_for(kincir::test::kPatience) == std::future_status::ready;
+    if (!done) in.unsubscribe();  // lets the publisher go, so the test fails instead of hanging
+    CHECK(done);
+    CHECK(published.get());
+  }
+  SECTION("a subscriber without unsubscribe() is left as it is") {
+    auto broker = std::make_shared<InMemoryBroker>(kincir::test::quiet_broker_config());
+    PlainSubscriber in(broker);
+    Router router(fast_config());
+    router.add_consumer_handler("h", "events", in, [](const Message&) {});
+    {
+      RunningRouter running(router);
+      REQUIRE(running.wait_running());
+      CHECK(router.close(10s));
+    }
+    InMemoryPublisher(broker).publish("events", text("still subscribed"));
+    auto m = in.receive_for(kincir::test::kPatience);
+    REQUIRE(m.has_value());
+    CHECK(payload(*m) == "still subscribed");
+  }
+}
+
+TEST_CASE("router: a receive error ends the handler unless it is worth retrying (receive_condition)",
+          "[router][concurrency]") {
+  using kincir::receive_condition;
+  // The rule, code by code.
+  CHECK(std::error_code(kincir::errc::broker_shutdown) == receive_condition::ended);
+  CHECK(std::error_code(kincir::errc::closed) == receive_condition::ended);
+  CHECK(std::error_code(kincir::errc::not_subscribed) == receive_condition::ended);
+  CHECK(scripted_backend_error(scripted_backend_errc::gone) == receive_condition::ended);
+  CHECK(std::make_error_code(std::errc::connection_reset) == receive_condition::ended);
+  CHECK(std::make_error_code(std::errc::timed_out) == receive_condition::ended);  // a socket's last error
+  CHECK(scripted_backend_error(scripted_backend_errc::reconnecting) == receive_condition::retry);
+  CHECK(scripted_backend_error(scripted_backend_errc::reconnecting) != receive_condition::ended);
+  CHECK(std::error_code(kincir::errc::timeout) == receive_condition::retry);
+  CHECK(std::make_error_code(std::errc::resource_unavailable_try_again) == receive_condition::retry);
+  CHECK(std::make_error_code(std::errc::interrupted) != receive_condition::ended);
+  CHECK(std::error_code(kincir::handler_errc::exception) == receive_condition::retry);
+  CHECK(std::error_code() != receive_condition::ended);
+  CHECK(std::error_code() != receive_condition::retry);
+
+  auto broker = std::make_shared<InMemoryBroker>(kincir::test::quiet_broker_config());
+  kincir::test::CapturingLogger log;
+  RouterConfig config = fast_config(&log);
+  config.receive_error_backoff = 1ms;
+  SECTION("errors worth retrying: the handler goes on receiving") {
+    ScriptedAckSubscriber in(broker);
+    in.fail_next(scripted_backend_error(scripted_backend_errc::reconnecting));
+    in.fail_next(std::make_error_code(std::errc::resource_unavailable_try_again));
+    in.fail_next({});  // throws a plain exception
+    Router router(config);
+    auto& h = router.add_consumer_handler("h", "in", in, [](const Message&) {});
+    RunningRouter running(router);
+    REQUIRE(running.wait_running());
+    REQUIRE(eventually([&] { return in.failures() == 3; }));
+    InMemoryPublisher(broker).publish("in", text("after the errors"));
+    REQUIRE(eventually([&] { return h.stats().acked == 1; }));
+    CHECK(router.is_running());
+    CHECK(log.matching("receive failed; retrying").size() == 3);
+    CHECK(log.matching("subscription ended").empty());
+  }
+  SECTION("any other error: the subscription is over, the handler ends and so does run") {
+    ScriptedAckSubscriber in(broker);
+    ScriptedAckSubscriber other(broker);
+    in.fail_next(scripted_backend_error(scripted_backend_errc::gone));
+    other.fail_next(std::make_error_code(std::errc::connection_reset));
+    Router router(config);
+    router.add_consumer_handler("h", "in", in, [](const Message&) {});
+    router.add_consumer_handler("other", "other", other, [](const Message&) {});
+    std::error_code run_ec;
+    auto ran = std::async(std::launch::async, [&] { router.run({}, run_ec); });
+    const bool ended = ran.wait_for(kincir::test::kPatience) == std::future_status::ready;
+    if (!ended) router.close(1s);  // the test fails instead of hanging
+    ran.wait();
+    CHECK(ended);
+    CHECK_FALSE(run_ec);
+    CHECK(router.is_closed());
+    CHECK(log.matching("subscription ended; handler stops").size() == 2);
+    CHECK(log.matching("receive failed; retrying").empty());
+  }
 }
 
 TEST_CASE("router: router middleware wraps handler middleware; the first added is outermost", "[router][concurrency]") {

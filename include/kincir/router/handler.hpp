@@ -22,10 +22,25 @@
 #include <string_view>         // names, topics
 #include <system_error>        // std::error_code
 #include <type_traits>         // handler return types
-#include <utility>             // std::move
+#include <utility>             // std::move, std::exchange
 #include <vector>              // output messages
 
 namespace kincir {
+
+namespace detail::router {
+/// An emptied output vector kept per thread, so that the next result of one message reuses its
+/// capacity instead of allocating (the router hands each result's vector back here once its
+/// messages are published).
+inline thread_local std::vector<Message> tls_spare_outputs;
+
+inline std::vector<Message> take_spare_outputs() noexcept { return std::exchange(tls_spare_outputs, {}); }
+
+/// Keeps `v`'s capacity for the thread's next result (a small one only; its messages are destroyed).
+inline void recycle_outputs(std::vector<Message>& v) noexcept {
+  v.clear();
+  if (v.capacity() != 0 && v.capacity() <= 16 && tls_spare_outputs.capacity() == 0) tls_spare_outputs.swap(v);
+}
+}  // namespace detail::router
 
 /// What a handler produced: the messages to publish (success, possibly none) or a failure (an
 /// error code, a human-readable reason, and the exception if one was thrown).
@@ -37,7 +52,10 @@ class HandlerResult {
   HandlerResult(std::vector<Message> messages) noexcept  // NOLINT(google-explicit-constructor)
       : messages_(std::move(messages)) {}
   /// Success: publish one message.
-  HandlerResult(Message message) { messages_.push_back(std::move(message)); }  // NOLINT(google-explicit-constructor)
+  HandlerResult(Message message)  // NOLINT(google-explicit-constructor)
+      : messages_(detail::router::take_spare_outputs()) {
+    messages_.push_back(std::move(message));
+  }
 
   /// A failure: `error` must hold an error; `reason` says what went wrong (defaults to the error's message).
   [[nodiscard]] static HandlerResult failure(std::error_code error, std::string reason = {}) {

@@ -45,8 +45,10 @@ namespace kincir {
 /// becomes ready once every handler is subscribed. `close(timeout)` — or the stop token given
 /// to `run`, or every subscription ending — stops taking messages, lets the ones in progress
 /// finish (their outputs are published and they are acked), and after `timeout` nacks with
-/// requeue whatever is still in progress (its outputs, if it ever returns, are dropped). `run`
-/// returns once every worker has finished. A router runs once.
+/// requeue whatever is still in progress (its outputs, if it ever returns, are dropped), then
+/// leaves every subscription (`unsubscribe()`, where the subscriber type has one): what a
+/// subscriber still holds goes back to the broker. `run` returns once every worker has finished.
+/// A router runs once.
 ///
 /// Thread safety: `close`, `running`, `is_running` and handler `stats` from any thread (also from
 /// inside a handler); `add_handler`/`add_middleware` before `run`. Subscribers and publishers
@@ -118,7 +120,9 @@ class Router {
   }
 
   /// Subscribes every handler, starts their workers, and processes until `close`, a stop request
-  /// on `stop`, or the end of every subscription; then closes gracefully (see the class) and
+  /// on `stop`, or the end of every subscription (a receive error equivalent to
+  /// `receive_condition::ended`: the broker shut down, the connection closed for good ...); then
+  /// closes gracefully (see the class) and
   /// returns. `ec`: `invalid_argument` (no handlers, already ran or closed) or the error a
   /// subscription failed with (the router is then closed and nothing was received).
   void run(const std::stop_token& stop, std::error_code& ec) {
@@ -157,11 +161,13 @@ class Router {
       core_.cv.notify_all();
       return;
     }
-    for (auto& h : handlers_) {
+    for (std::size_t i = 0; i < handlers_.size(); ++i) {
+      auto& h = handlers_[i];
       h->subscribe(ec);
       if (ec) {
         core_.logger->log(LogLevel::error, "subscribe failed; router not started",
                           {{"handler", h->name()}, {"topic", h->subscribe_topic()}, {"error", ec.message()}});
+        for (std::size_t j = 0; j < i; ++j) handlers_[j]->release();  // the ones subscribed before
         const std::lock_guard lock(core_.mutex);
         state_ = State::closed;
         drained_ = true;
@@ -192,14 +198,20 @@ class Router {
     for (auto& h : handlers_) h->stop_taking();
     for (auto& h : handlers_) h->quiesce_receive();
     std::size_t abandoned = 0;
+    bool drained = false;
     {
       std::unique_lock lock(core_.mutex);
-      const bool drained = core_.cv.wait_until(lock, deadline, [&] { return core_.in_flight.load() == 0; });
-      if (!drained) {
-        lock.unlock();
-        for (auto& h : handlers_) abandoned += h->abandon_in_flight();
-        lock.lock();
-      }
+      drained = core_.cv.wait_until(lock, deadline, [&] { return core_.in_flight.load() == 0; });
+    }
+    if (!drained) {
+      for (auto& h : handlers_) abandoned += h->abandon_in_flight();
+    }
+    // Every delivery is settled (or nacked above): leave the subscriptions, so that what a
+    // subscriber still holds (a RabbitMQ consumer's prefetch) goes back to the broker for the
+    // other consumers — before `close` returns.
+    for (auto& h : handlers_) h->release();
+    {
+      const std::lock_guard lock(core_.mutex);
       drained_ = true;
       abandoned_ = abandoned;
       core_.cv.notify_all();
@@ -235,7 +247,9 @@ class Router {
   }
 
   /// Stops taking messages and waits for the ones in progress, at most `timeout`; after it,
-  /// what is still in progress is nacked with requeue. Returns true when everything in
+  /// what is still in progress is nacked with requeue. Then every handler's subscriber leaves its
+  /// subscription (`unsubscribe()`, where its type has one), so that deliveries it still holds go
+  /// back to the broker; subscribe it again to reuse it. Returns true when everything in
   /// progress finished (nothing was nacked by the close). Called from inside a handler, it
   /// requests the close and returns false at once (the handler's own message cannot finish
   /// while it waits). Before `run`: the router will not run. Idempotent; a shorter timeout

@@ -84,6 +84,10 @@ class RouterHandler {
   virtual void quiesce_receive() = 0;
   /// Nacks (with requeue) every delivery still being handled; returns how many.
   virtual std::size_t abandon_in_flight() = 0;
+  /// Leaves the subscription (`unsubscribe()`, where the subscriber type has it), so that what
+  /// the subscriber holds unsettled or prefetched goes back to the broker. After the workers
+  /// stopped receiving and every delivery was settled (or abandoned).
+  virtual void release() noexcept = 0;
   /// Joins the workers (waits for handlers still running).
   virtual void join() noexcept = 0;
 

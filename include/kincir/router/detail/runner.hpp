@@ -44,10 +44,14 @@ struct HandleOf<S> {
   using type = typename S::handle_type;
 };
 
-/// Errors after which a subscription delivers nothing more.
-inline bool is_terminal_receive_error(const std::error_code& ec) noexcept {
-  return ec == errc::broker_shutdown || ec == errc::closed || ec == errc::not_subscribed;
-}
+/// Errors after which a subscription delivers nothing more (see `kincir::receive_condition`).
+inline bool is_terminal_receive_error(const std::error_code& ec) noexcept { return ec == receive_condition::ended; }
+
+/// Whether `S` can leave its subscription (`unsubscribe()`; not part of the `Subscriber` concept).
+template <class S>
+concept Unsubscribable = requires(S& s) {
+  s.unsubscribe();
+};
 
 template <class S, class P>
 class Runner final : public RouterHandler {
@@ -114,6 +118,19 @@ class Runner final : public RouterHandler {
 
   void quiesce_receive() override { const std::lock_guard lock(receive_mutex_); }
 
+  void release() noexcept override {
+    if constexpr (Unsubscribable<subscriber_type>) {
+      try {
+        subscriber_.unsubscribe();
+      } catch (const std::exception& e) {
+        core_logger().log(LogLevel::error, "unsubscribe failed",
+                          {{"handler", name_}, {"topic", subscribe_topic_}, {"error", e.what()}});
+      } catch (...) {
+        core_logger().log(LogLevel::error, "unsubscribe failed", {{"handler", name_}, {"topic", subscribe_topic_}});
+      }
+    }
+  }
+
   std::size_t abandon_in_flight() override {
     std::vector<handle_type> handles;
     {
@@ -174,6 +191,15 @@ class Runner final : public RouterHandler {
 
   void worker(std::size_t index) {
     tls_current_router = core_;
+    // The context's constant part, built once (the stop token is reference-counted).
+    Early early(*this, index);
+    HandlerContext ctx;
+    ctx.handler_name = name_;
+    ctx.subscribe_topic = subscribe_topic_;
+    ctx.publish_topic = publish_topic_;
+    ctx.stop = stop_.get_token();
+    ctx.logger = core_->logger;
+    ctx.early_settle = &early;
     while (taking_.load()) {
       std::error_code ec;
       std::optional<Delivery> delivery;
@@ -187,7 +213,7 @@ class Runner final : public RouterHandler {
           slots_[index].active = true;
           slots_[index].settled = false;
           slots_[index].early = false;
-          slots_[index].handle = delivery->handle;
+          slots_[index].handle = std::move(delivery->handle);  // settled from the slot
         }
       }
       if (ec) {
@@ -203,7 +229,7 @@ class Runner final : public RouterHandler {
         pause.sleep_for(config_.receive_error_backoff);
         continue;
       }
-      if (delivery) handle(index, *delivery);
+      if (delivery) handle(index, *delivery, ctx);
     }
     bool last = false;
     {
@@ -221,7 +247,7 @@ class Runner final : public RouterHandler {
       if constexpr (kAcks) {
         auto d = subscriber_.receive_with_ack_for(config_.poll_interval, ec);
         if (!d || ec) return std::nullopt;
-        Delivery out{std::move(d->first), d->second, 1};
+        Delivery out{std::move(d->first), std::move(d->second), 1};
         out.delivery_count = static_cast<std::uint32_t>(out.handle.delivery_count());
         return out;
       } else if constexpr (requires { subscriber_.receive_for(config_.poll_interval, ec); }) {
@@ -241,26 +267,18 @@ class Runner final : public RouterHandler {
     return std::nullopt;
   }
 
-  void handle(std::size_t index, Delivery& delivery) {
-    received_.fetch_add(1, std::memory_order_relaxed);
-    Early early(*this, index);
-    HandlerContext ctx;
-    ctx.handler_name = name_;
-    ctx.subscribe_topic = subscribe_topic_;
-    ctx.publish_topic = publish_topic_;
+  void handle(std::size_t index, Delivery& delivery, HandlerContext& ctx) {
+    count(received_);
     ctx.delivery_count = delivery.delivery_count;
-    ctx.stop = stop_.get_token();
-    ctx.logger = core_->logger;
-    ctx.early_settle = &early;
 
     HandlerResult result = call_guarded(chain_, delivery.message, ctx);
     if constexpr (kPublishes) {
       if (result.ok() && !result.messages().empty() && !is_abandoned(index)) publish(result);
     }
     if (result.ok()) {
-      succeeded_.fetch_add(1, std::memory_order_relaxed);
+      count(succeeded_);
     } else {
-      failed_.fetch_add(1, std::memory_order_relaxed);
+      count(failed_);
       core_->logger->log(LogLevel::warn, "handler failed; message nacked",
                          {{"handler", name_},
                           {"topic", subscribe_topic_},
@@ -270,6 +288,7 @@ class Runner final : public RouterHandler {
                           {"reason", result.reason()}});
     }
     settle(index, result.ok(), /*early=*/false);
+    recycle_outputs(result.messages());
     core_->delivery_settled();
   }
 
@@ -296,7 +315,7 @@ class Runner final : public RouterHandler {
         result = HandlerResult::failure(ec, "publishing to " + publish_topic_ + " failed: " + ec.message());
         return;
       }
-      published_.fetch_add(n, std::memory_order_relaxed);
+      count(published_, n);
     }
   }
 
@@ -313,7 +332,6 @@ class Runner final : public RouterHandler {
   /// Settles the delivery of worker `index` unless it already was (early ack, close timeout).
   /// Returns whether the settlement succeeded.
   bool settle(std::size_t index, bool ok, bool early) noexcept {
-    handle_type h{};
     bool already = false;
     {
       const std::lock_guard lock(slots_mutex_);
@@ -322,15 +340,17 @@ class Runner final : public RouterHandler {
       slot.settled = true;
       if (early && !already) slot.early = true;
       if (!early) slot.active = false;
-      if (!already) h = slot.handle;
     }
     if (already) return false;
     bool settled_ok = true;
     if constexpr (kAcks) {
+      // Read without the lock: only this worker writes its slot's handle (at its next receive),
+      // and a settled slot is never read by abandon_in_flight.
+      const handle_type& h = slots_[index].handle;
       std::error_code ec;
       if (ok) {
         ack_noexcept(h, ec);
-        if (!ec) acked_.fetch_add(1, std::memory_order_relaxed);
+        if (!ec) count(acked_);
       } else {
         nack_noexcept(h, options_.requeue_on_failure, ec);
         if (!ec) nacked_.fetch_add(1, std::memory_order_relaxed);
@@ -347,6 +367,20 @@ class Runner final : public RouterHandler {
     }
     return settled_ok;
   }
+
+  /// Adds to a counter that only this handler's workers write (received, succeeded, failed,
+  /// published, acked). With one worker there is one writer: a plain load and store, which
+  /// readers see whole, instead of a locked read-modify-write per message.
+  void count(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) const noexcept {
+    if (options_.concurrency == 1) {
+      counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    } else {
+      counter.fetch_add(n, std::memory_order_relaxed);
+    }
+  }
+
+  /// The router's logger; before `start` (a failed run), the null logger.
+  [[nodiscard]] Logger& core_logger() const noexcept { return core_ != nullptr ? *core_->logger : null_logger(); }
 
   void ack_noexcept(const handle_type& h, std::error_code& ec) noexcept {
     try {

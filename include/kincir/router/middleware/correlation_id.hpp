@@ -8,9 +8,9 @@
 #include <kincir/core/uuid.hpp>
 #include <kincir/router/handler.hpp>
 
+#include <array>        // a new id's text
 #include <optional>     // lookups
-#include <string>       // the id while outputs are tagged
-#include <string_view>  // keys
+#include <string_view>  // keys, ids
 #include <utility>      // std::move
 
 namespace kincir::middleware {
@@ -32,11 +32,18 @@ class CorrelationId {
  public:
   HandlerFunc operator()(HandlerFunc next) const {
     return [next = std::move(next)](Message& message, const HandlerContext& ctx) {
-      if (!message.metadata.contains(kCorrelationIdKey)) set_correlation_id(message, Uuid::new_v4().to_string());
+      if (!message.metadata.contains(kCorrelationIdKey)) {
+        // Formatted on the stack: the metadata's copy is the only allocation.
+        std::array<char, Uuid::kStringLength> text{};
+        Uuid::new_v4().format_to(text.data());
+        set_correlation_id(message, std::string_view(text.data(), text.size()));
+      }
       HandlerResult result = next(message, ctx);
       if (result.ok() && !result.messages().empty()) {
-        const std::string id(*message.metadata.get(kCorrelationIdKey));
-        for (auto& out : result.messages()) set_correlation_id(out, id);
+        // The input's own copy: the outputs are other messages, so it stays valid meanwhile.
+        if (const auto id = message.metadata.get(kCorrelationIdKey)) {
+          for (auto& out : result.messages()) set_correlation_id(out, *id);
+        }
       }
       return result;
     };
