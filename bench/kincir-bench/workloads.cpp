@@ -9,6 +9,7 @@
 #include <kincir/batch.hpp>
 #include <kincir/kincir.hpp>
 #include <kincir/metrics.hpp>
+#include <kincir/router.hpp>
 
 #include <unistd.h>  // readlink
 
@@ -19,6 +20,7 @@
 #include <cstdint>      // std::int64_t
 #include <cstdio>       // popen: runs of a fresh process
 #include <cstring>      // std::memcpy
+#include <limits>       // the fastest of a few runs
 #include <optional>     // try_receive results
 #include <string>       // metadata, names
 #include <thread>       // publishers and subscribers
@@ -31,6 +33,7 @@ namespace {
 
 using kincir::Message;
 using kincir::memory::BrokerConfig;
+using kincir::memory::InMemoryAckSubscriber;
 using kincir::memory::InMemoryBroker;
 using kincir::memory::InMemoryPublisher;
 using kincir::memory::InMemorySubscriber;
@@ -515,6 +518,159 @@ void metrics_concurrent(benchmark::State& state, std::uint32_t time_every) {
   set_counts(state, messages, messages * shape.subscribers);
 }
 
+// --- the router against a hand-written loop ----------------------------------------------------
+
+/// What runs around the handler: nothing, or the usual set (CorrelationId + Retry + Recoverer,
+/// the pipeline example's less the poison queue, which costs nothing until a message fails).
+enum class RouterSet : std::uint8_t { bare, standard };
+
+constexpr const char* kRouterIn = "router.in";
+constexpr const char* kRouterOut = "router.out";
+
+/// The handler both loops run: one output per input (a copy sharing the payload).
+Message route_one(const Message& m) { return Message(m); }
+
+/// Ends a run from the consumer's thread when it takes up the last message; the benchmark thread
+/// sleeps until then (it must not spin: the machine may have two cores).
+class Finish {
+ public:
+  explicit Finish(std::size_t target) : target_(target) {}
+  void one() {
+    if (++seen_ != target_) return;  // one consumer thread: a plain count
+    end_ = clock_type::now();
+    done_.store(true, std::memory_order_release);
+    done_.notify_one();
+  }
+  clock_type::time_point wait() {
+    done_.wait(false, std::memory_order_acquire);
+    return end_;
+  }
+
+ private:
+  std::size_t target_;
+  std::size_t seen_ = 0;
+  clock_type::time_point end_{};
+  std::atomic<bool> done_{false};
+};
+
+/// Takes what the loop published to kRouterOut; the count.
+std::size_t drain(InMemorySubscriber& sink) {
+  std::size_t n = 0;
+  while (std::size_t got = sink.poll(4096, [](const Message&) {})) n += got;
+  return n;
+}
+
+/// The hand-written consumer: receive_with_ack_for (the router's poll interval), the handler,
+/// publish its output, ack (nack on failure). With the standard set it does by hand what the
+/// middleware do: a correlation id for the input (a new UUID when it has none), copied to the
+/// output, and an exception caught.
+double hand_loop_run(RouterSet set, std::size_t count) {
+  InMemoryBroker broker;
+  InMemoryAckSubscriber in(broker);
+  in.subscribe(kRouterIn);
+  InMemorySubscriber sink(broker);
+  sink.subscribe(kRouterOut);
+  std::vector<Message> messages = make_messages(count, kGuideSize);
+  Finish finish(count);
+  std::atomic<bool> stop{false};
+  std::thread consumer([&] {
+    InMemoryPublisher out(broker);
+    const kincir::RouterConfig defaults;
+    while (!stop.load(std::memory_order_relaxed)) {
+      std::error_code ec;
+      auto d = in.receive_with_ack_for(defaults.poll_interval, ec);
+      if (!d) continue;
+      Message& input = d->first;
+      std::optional<Message> output;
+      if (set == RouterSet::standard) {
+        namespace mw = kincir::middleware;
+        if (!mw::correlation_id(input)) mw::set_correlation_id(input, kincir::Uuid::new_v4().to_string());
+        try {
+          output = route_one(input);
+          mw::set_correlation_id(*output, *mw::correlation_id(input));
+        } catch (...) {
+          output.reset();
+        }
+      } else {
+        output = route_one(input);
+      }
+      finish.one();
+      if (output) out.publish(kRouterOut, std::move(*output), ec);
+      if (output && !ec) {
+        in.ack(d->second, ec);
+      } else {
+        in.nack(d->second, true, ec);
+      }
+    }
+  });
+  InMemoryPublisher publisher(broker);
+  const auto start = clock_type::now();
+  publisher.publish(kRouterIn, std::move(messages));
+  const auto end = finish.wait();
+  stop.store(true, std::memory_order_relaxed);
+  consumer.join();
+  check(drain(sink) == count, "router/hand loop: outputs missing");
+  return std::chrono::duration<double>(end - start).count();
+}
+
+/// The same through a Router: one handler (concurrency 1, default configuration) publishing its
+/// output to kRouterOut, with the middleware of `set`.
+double router_run(RouterSet set, std::size_t count) {
+  InMemoryBroker broker;
+  InMemoryAckSubscriber in(broker);
+  InMemorySubscriber sink(broker);
+  sink.subscribe(kRouterOut);
+  InMemoryPublisher out(broker);
+  std::vector<Message> messages = make_messages(count, kGuideSize);
+  Finish finish(count);
+  kincir::Router router;
+  if (set == RouterSet::standard) {
+    router.add_middleware(kincir::middleware::CorrelationId())
+        .add_middleware(kincir::middleware::Retry())
+        .add_middleware(kincir::middleware::Recoverer());
+  }
+  auto& handler = router.add_handler("bench", kRouterIn, in, kRouterOut, out, [&finish](const Message& m) {
+    Message output = route_one(m);
+    finish.one();
+    return output;
+  });
+  std::thread runner([&router] { router.run(); });
+  router.running().get();  // subscribed: nothing published now is missed
+  InMemoryPublisher publisher(broker);
+  const auto start = clock_type::now();
+  publisher.publish(kRouterIn, std::move(messages));
+  const auto end = finish.wait();
+  router.close();
+  runner.join();
+  check(handler.stats().acked == count, "router: not every input acked");
+  check(drain(sink) == count, "router: outputs missing");
+  return std::chrono::duration<double>(end - start).count();
+}
+
+/// The router and the hand loop in the same repetition: `kRounds` runs of each, alternating
+/// (which goes first alternates too), each over `kCount` fresh messages; the fastest run of each
+/// counts (the machine's other load only ever slows a run down). The router's fastest time is
+/// the row's; `overhead` is router time / hand-loop time - 1, so the router's rate is the hand
+/// loop's divided by 1 + overhead.
+void router_vs_hand(benchmark::State& state, RouterSet set) {
+  const std::size_t rep = on_repetition_start();
+  constexpr std::size_t kCount = 25'000;
+  constexpr int kRounds = 4;
+  for (auto _ : state) {
+    double hand_s = std::numeric_limits<double>::infinity();
+    double router_s = hand_s;
+    for (int round = 0; round < kRounds; ++round) {
+      const bool hand_first = (rep + static_cast<std::size_t>(round)) % 2 == 0;
+      if (hand_first) hand_s = std::min(hand_s, hand_loop_run(set, kCount));
+      router_s = std::min(router_s, router_run(set, kCount));
+      if (!hand_first) hand_s = std::min(hand_s, hand_loop_run(set, kCount));
+    }
+    state.SetIterationTime(router_s);
+    set_counter(state, kOverhead, router_s / hand_s - 1);
+  }
+  set_counts(state, kCount, kCount);
+}
+
 std::string size_name(std::size_t bytes) {
   if (bytes >= 1024 && bytes % 1024 == 0) return std::to_string(bytes / 1024) + "KiB";
   return std::to_string(bytes) + "B";
@@ -616,6 +772,14 @@ std::vector<Workload> make_workloads() {
       Tier::quick, [](benchmark::State& s) { metrics_concurrent(s, 1); });
   add("metrics/concurrent-sampled", "metrics", "guide's concurrent test, instrumented, 1 call in 64 timed",
       Unit::deliveries, 0, Tier::standard, [](benchmark::State& s) { metrics_concurrent(s, 64); });
+
+  add("router/bare", "router",
+      "Router, one handler (one output per input, no middleware), 25 000 x 1 KiB, fastest of 4; overhead: vs a "
+      "hand-written receive/handle/publish/ack loop in the same run",
+      Unit::messages, kGuideSize, Tier::standard, [](benchmark::State& s) { router_vs_hand(s, RouterSet::bare); });
+  add("router/standard", "router",
+      "the same with CorrelationId + Retry + Recoverer; overhead: vs a hand loop doing their work by hand",
+      Unit::messages, kGuideSize, Tier::quick, [](benchmark::State& s) { router_vs_hand(s, RouterSet::standard); });
   return w;
 }
 
