@@ -335,7 +335,7 @@ class SubscriberCore final : public Wakeable {
       unacked_.erase(it);
       entry_.unacked.store(unacked_.size(), std::memory_order_relaxed);
       topic = topic_;
-      window_waiter = std::move(window_waiter_);  // the window has room again
+      window_waiter = std::move(window_waiter_);     // the window has room again
       if (how != Settlement::ack) policy = policy_;  // an ack needs none (and no reference count)
       if (how == Settlement::requeue && r.deliveries < policy->max_deliveries) {
         if (config_.enable_statistics) topic->counters.redelivered.fetch_add(1, std::memory_order_relaxed);
