@@ -147,43 +147,47 @@ bool closes_within_deadline(const Connection& conn) {
   return !conn.is_open();
 }
 
+/// What a client connection did against a peer that sent `bad_frame` after the handshake.
+struct Outcome {
+  bool closed = false;           ///< the client closed the connection by itself within 10 s
+  ServerLog log;                 ///< what the peer saw
+  std::error_code client_error;  ///< Connection::error() afterwards
+};
+
+Outcome connect_to_peer_sending(amqp_test::ByteVector bad_frame) {
+  ScriptedPeer peer;
+  Outcome out;
+  std::thread server = serve(peer, std::move(bad_frame), out.log);
+  const ThreadJoiner joiner{server};
+  auto conn = Connection::open(config_for(peer.port()));
+  out.closed = closes_within_deadline(*conn);
+  if (!out.closed) conn->close();
+  server.join();  // the script ends when the client closes
+  out.client_error = conn->error();
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("a frame on a channel that is not open is a connection error 504", "[unit][fake_peer]") {
-  ScriptedPeer peer;
-  ServerLog log;
   amqp::BasicAck ack;  // on channel 7, which the client never opened
   ack.delivery_tag = 1;
-  std::thread server = serve(peer, amqp_test::method_frame(7, ack), log);
-
-  const ThreadJoiner joiner{server};
-  auto conn = Connection::open(config_for(peer.port()));
-  const bool closed = closes_within_deadline(*conn);
-  if (!closed) conn->close();
-  server.join();  // the script ends when the client closes
-  INFO("server script: " << (log.failure.empty() ? "ok" : log.failure));
-  REQUIRE(closed);
-  REQUIRE(log.client_close.has_value());
-  CHECK(log.client_close->reply_code == 504);
-  CHECK(log.client_close->reply_text.find("channel 7") != std::string::npos);
-  CHECK(conn->error() == kincir::rabbitmq::reply_code::channel_error);
+  const Outcome out = connect_to_peer_sending(amqp_test::method_frame(7, ack));
+  INFO("server script: " << (out.log.failure.empty() ? "ok" : out.log.failure));
+  REQUIRE(out.closed);
+  REQUIRE(out.log.client_close.has_value());
+  CHECK(out.log.client_close->reply_code == 504);
+  CHECK(out.log.client_close->reply_text.find("channel 7") != std::string::npos);
+  CHECK(out.client_error == kincir::rabbitmq::reply_code::channel_error);
   // A protocol error is final: recovery (on by default) would not reconnect after it.
-  CHECK_FALSE(kincir::rabbitmq::is_recoverable(conn->error()));
+  CHECK_FALSE(kincir::rabbitmq::is_recoverable(out.client_error));
 }
 
 TEST_CASE("a frame for a channel above channel_max is a connection error 504", "[unit][fake_peer]") {
-  ScriptedPeer peer;
-  ServerLog log;
-  std::thread server = serve(peer, amqp_test::method_frame(65535, amqp::ChannelOpenOk{}), log);  // channel_max 16
-
-  const ThreadJoiner joiner{server};
-  auto conn = Connection::open(config_for(peer.port()));
-  const bool closed = closes_within_deadline(*conn);
-  if (!closed) conn->close();
-  server.join();  // the script ends when the client closes
-  INFO("server script: " << (log.failure.empty() ? "ok" : log.failure));
-  REQUIRE(closed);
-  REQUIRE(log.client_close.has_value());
-  CHECK(log.client_close->reply_code == 504);
-  CHECK(conn->error() == kincir::rabbitmq::reply_code::channel_error);
+  const Outcome out = connect_to_peer_sending(amqp_test::method_frame(65535, amqp::ChannelOpenOk{}));  // max 16
+  INFO("server script: " << (out.log.failure.empty() ? "ok" : out.log.failure));
+  REQUIRE(out.closed);
+  REQUIRE(out.log.client_close.has_value());
+  CHECK(out.log.client_close->reply_code == 504);
+  CHECK(out.client_error == kincir::rabbitmq::reply_code::channel_error);
 }

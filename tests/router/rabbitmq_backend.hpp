@@ -18,16 +18,14 @@
 #include <kincir/rabbitmq/publisher.hpp>
 #include <kincir/rabbitmq/subscriber.hpp>
 
+#include "rabbitmq/broker_ctl.hpp"
 #include "router/backends.hpp"
 #include "support/catch.hpp"
 
-#include <array>        // rabbitmqctl output
 #include <atomic>       // unique topic names
 #include <chrono>       // bounded waits
-#include <cstdio>       // popen
 #include <cstdlib>      // std::getenv
 #include <memory>       // the connection
-#include <sstream>      // rabbitmqctl output lines
 #include <string>       // names
 #include <string_view>  // names
 #include <thread>       // polling
@@ -95,7 +93,7 @@ class RabbitMQBackend {
   /// connection could be closed or it did not come back.
   bool reconnect() {
     const auto before = connection_->recovery_stats().recovered;
-    if (close_connections_named(name_) == 0) return false;
+    if (kincir::test::close_connections_named(name_, "kincir conformance: reconnect") == 0) return false;
     const auto until = std::chrono::steady_clock::now() + kPatience;
     while (connection_->recovery_stats().recovered == before) {
       if (std::chrono::steady_clock::now() >= until) return false;
@@ -125,35 +123,6 @@ class RabbitMQBackend {
     if (uri != nullptr && *uri != '\0') return uri;
     const char* port = std::getenv("KINCIR_RABBITMQ_PORT");  // NOLINT(concurrency-mt-unsafe): as above
     return std::string("amqp://guest:guest@127.0.0.1:") + (port != nullptr && *port != '\0' ? port : "5673");
-  }
-
-  /// Runs rabbitmqctl (KINCIR_RABBITMQ_CTL) with `args`; its output.
-  static std::string ctl(const std::string& args) {
-    const char* ctl = std::getenv("KINCIR_RABBITMQ_CTL");  // NOLINT(concurrency-mt-unsafe): read on the test's thread
-    if (ctl == nullptr) FAIL("KINCIR_RABBITMQ_CTL is not set: the conformance run needs rabbitmqctl for reconnect()");
-    const std::string command = std::string(ctl) + " " + args + " 2>&1";
-    std::string out;
-    FILE* p = popen(command.c_str(), "r");  // NOLINT(cert-env33-c): the test's own script
-    if (p == nullptr) FAIL("cannot run " << command);
-    std::array<char, 512> buf{};
-    while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) out += buf.data();
-    pclose(p);
-    return out;
-  }
-
-  /// Closes the broker's connections whose client named itself `name`; how many.
-  static int close_connections_named(const std::string& name) {
-    std::istringstream lines(ctl("list_connections -q pid client_properties"));
-    int closed = 0;
-    for (std::string line; std::getline(lines, line);) {
-      if (line.find("\"" + name + "\"") == std::string::npos) continue;
-      const auto begin = line.find('<');
-      const auto end = line.find('>');
-      if (begin == std::string::npos || end == std::string::npos) continue;
-      ctl("close_connection '" + line.substr(begin, end - begin + 1) + "' 'kincir conformance: reconnect'");
-      ++closed;
-    }
-    return closed;
   }
 
   std::string name_;
