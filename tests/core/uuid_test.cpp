@@ -4,7 +4,9 @@
 #endif
 
 #include <algorithm>      // std::sort, std::adjacent_find
+#include <cctype>         // std::toupper
 #include <sstream>        // operator<<
+#include <string>         // mutated texts
 #include <thread>         // generation on two threads
 #include <unordered_set>  // std::hash
 #include <vector>         // collected ids
@@ -74,6 +76,28 @@ TEST_CASE("parse rejects malformed strings", "[uuid]") {
     CHECK(ec == kincir::errc::invalid_uuid);
     CHECK(id.is_nil());
     CHECK_THROWS_AS(Uuid::parse(text), kincir::Error);
+  }
+}
+
+TEST_CASE("parse checks every character, in either case", "[uuid]") {
+  const std::string good = "123e4567-e89b-12d3-a456-426614174000";
+  const Uuid expected = Uuid::parse(good);
+  std::string upper = good;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  CHECK(Uuid::parse(upper) == expected);
+  for (std::size_t pos = 0; pos < good.size(); ++pos) {
+    const bool dash = pos == 8 || pos == 13 || pos == 18 || pos == 23;
+    const std::string wrong =
+        dash ? std::string{'0', 'a', '_'} : std::string{'g', '-', '/', ':', '@', '`', 'G', '\xe9', '\0'};
+    for (const char c : wrong) {
+      std::string text = good;
+      text[pos] = c;
+      std::error_code ec;
+      const Uuid id = Uuid::parse(text, ec);
+      INFO("position " << pos << ", character " << static_cast<int>(static_cast<unsigned char>(c)));
+      CHECK(ec == kincir::errc::invalid_uuid);
+      CHECK(id.is_nil());
+    }
   }
 }
 

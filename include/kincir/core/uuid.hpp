@@ -117,12 +117,20 @@ inline Xoshiro256& thread_generator() {
   return generator;
 }
 
-constexpr int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
+/// A character's value as a hex digit, -1 if it is none: one load per digit (a RabbitMQ consumer
+/// parses the message id of every delivery).
+inline constexpr std::array<std::int8_t, 256> kHexValues = [] {
+  std::array<std::int8_t, 256> t{};
+  for (auto& v : t) v = -1;
+  for (int i = 0; i < 10; ++i) t[static_cast<std::size_t>('0' + i)] = static_cast<std::int8_t>(i);
+  for (int i = 0; i < 6; ++i) {
+    t[static_cast<std::size_t>('a' + i)] = static_cast<std::int8_t>(10 + i);
+    t[static_cast<std::size_t>('A' + i)] = static_cast<std::int8_t>(10 + i);
+  }
+  return t;
+}();
+
+constexpr int hex_value(char c) noexcept { return kHexValues[static_cast<unsigned char>(c)]; }
 
 }  // namespace detail
 
@@ -156,23 +164,22 @@ class Uuid {
       ec = errc::invalid_uuid;
       return {};
     }
-    std::size_t pos = 0;
+    if (text[8] != '-' || text[13] != '-' || text[18] != '-' || text[23] != '-') {
+      ec = errc::invalid_uuid;
+      return {};
+    }
+    // Where each byte's two digits start in "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".
+    constexpr std::array<std::uint8_t, 16> kAt{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+    int bad = 0;  // negative once any digit was not one
     for (std::size_t i = 0; i < 16; ++i) {
-      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) {
-        if (text[pos] != '-') {
-          ec = errc::invalid_uuid;
-          return {};
-        }
-        ++pos;
-      }
-      const int hi = detail::hex_value(text[pos]);
-      const int lo = detail::hex_value(text[pos + 1]);
-      if (hi < 0 || lo < 0) {
-        ec = errc::invalid_uuid;
-        return {};
-      }
-      id.bytes_[i] = static_cast<std::uint8_t>(hi << 4 | lo);
-      pos += 2;
+      const int hi = detail::hex_value(text[kAt[i]]);
+      const int lo = detail::hex_value(text[kAt[i] + 1U]);
+      bad |= hi | lo;
+      id.bytes_[i] = static_cast<std::uint8_t>((hi & 0xF) << 4 | (lo & 0xF));
+    }
+    if (bad < 0) {
+      ec = errc::invalid_uuid;
+      return {};
     }
     return id;
   }
