@@ -5,15 +5,16 @@
 
 #include <asio/use_future.hpp>  // async_publish / async_receive as futures
 
-#include <atomic>   // handler counters
-#include <chrono>   // timeouts
-#include <cstdlib>  // std::getenv
-#include <future>   // futures
-#include <set>      // exactly-once checks
-#include <sstream>  // operator<<
-#include <string>   // payloads
-#include <thread>   // blocking handler
-#include <vector>   // batches
+#include <atomic>    // handler counters
+#include <chrono>    // timeouts
+#include <cstdlib>   // std::getenv
+#include <future>    // futures
+#include <optional>  // a subscriber destroyed mid-test
+#include <set>       // exactly-once checks
+#include <sstream>   // operator<<
+#include <string>    // payloads
+#include <thread>    // blocking handler
+#include <vector>    // batches
 
 #include "support/catch.hpp"
 
@@ -141,6 +142,23 @@ TEST_CASE("config text never shows the password", "[unit][uri]") {
   CHECK(os.str().find("s3cr3t") == std::string::npos);
   CHECK(os.str().find("alice:****@host:5673/prod") != std::string::npos);
   CHECK(c.to_string() == os.str());
+}
+
+TEST_CASE("config: read batching takes 0 to 100 ms", "[unit][config]") {
+  RabbitMQConfig c;
+  CHECK(c.read_batch_interval == std::chrono::milliseconds(1));  // the documented default
+  CHECK_FALSE(c.validate());
+  c.read_batch_interval = std::chrono::microseconds(0);  // off
+  CHECK_FALSE(c.validate());
+  c.read_batch_interval = std::chrono::milliseconds(100);
+  CHECK_FALSE(c.validate());
+  for (const auto bad : {std::chrono::microseconds(-1), std::chrono::microseconds(100001)}) {
+    c.read_batch_interval = bad;
+    std::string why;
+    CHECK(c.validate(&why) == kincir::errc::invalid_argument);
+    CHECK(why.find("read_batch_interval") != std::string::npos);
+    CHECK_THROWS_AS(Connection::open(c), kincir::Error);
+  }
 }
 
 TEST_CASE("mapping: topics to exchanges and queues", "[unit][mapping]") {
@@ -505,4 +523,63 @@ TEST_CASE("heartbeats run on the I/O thread while a handler blocks for 3 interva
   CHECK(text_of(*m) == "2");
   const std::string listing = ctl("list_connections timeout");
   CHECK(listing.find("\n1\n") != std::string::npos);
+}
+
+TEST_CASE("read batching: a stream, its tail and a quiet message after it all arrive, heartbeats too",
+          "[broker][batching]") {
+  // Every read is held back to the end of a 100 ms interval (the longest allowed), with 1 s
+  // heartbeats: nothing may stall, be lost or reordered, and the connection stays up.
+  auto cfg = broker_config();
+  cfg.connection.heartbeat = amqp::HeartbeatSetting::seconds(1);
+  cfg.read_batch_interval = std::chrono::milliseconds(100);
+  cfg.read_batch_frames = 1;
+  auto conn = Connection::open(cfg);
+  const std::string topic = unique("batching");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic);
+  RabbitMQPublisher pub(Connection::open(broker_config()));
+  int sent = 0;
+  const auto until = std::chrono::steady_clock::now() + 3s;  // three heartbeat intervals
+  while (std::chrono::steady_clock::now() < until) {
+    std::vector<Message> batch;
+    for (int i = 0; i < 50; ++i) batch.push_back(numbered(sent++));
+    pub.publish(topic, std::move(batch));
+    std::this_thread::sleep_for(20ms);
+  }
+  for (int i = 0; i < sent; ++i) {
+    auto m = sub.receive_for(5s);
+    REQUIRE(m);
+    REQUIRE(text_of(*m) == std::to_string(i));
+  }
+  CHECK(conn->is_open());
+  std::this_thread::sleep_for(300ms);  // the stream is over: the next message is a lone one
+  pub.publish(topic, numbered(-1));
+  auto last = sub.receive_for(5s);
+  REQUIRE(last);
+  CHECK(text_of(*last) == "-1");
+  CHECK(conn->is_open());
+}
+
+TEST_CASE("what a subscriber handed out is acked when it unsubscribes or is destroyed", "[broker][acks]") {
+  auto conn = Connection::open(broker_config());
+  RabbitMQPublisher pub(conn);
+  for (const bool destroy : {false, true}) {
+    const std::string topic = unique(destroy ? "handed-out-destroyed" : "handed-out-unsubscribed");
+    std::optional<RabbitMQSubscriber> sub(std::in_place, conn);
+    sub->subscribe(topic, "g");
+    std::vector<Message> batch;
+    for (int i = 0; i < 20; ++i) batch.push_back(numbered(i));
+    pub.publish(topic, std::move(batch));
+    for (int i = 0; i < 20; ++i) REQUIRE(sub->receive_for(5s));
+    // At once, before any ack timer: the automatic acks of the 20 must still go out.
+    if (destroy)
+      sub.reset();
+    else
+      sub->unsubscribe();
+    RabbitMQSubscriber next(conn);
+    next.subscribe(topic, "g");
+    CHECK_FALSE(next.receive_for(500ms));  // nothing comes back to the group
+    const std::string queues = ctl("list_queues name messages messages_unacknowledged");
+    CHECK(queues.find(topic + ".g\t0\t0") != std::string::npos);
+  }
 }

@@ -103,6 +103,19 @@ struct RabbitMQConfig {
   std::chrono::milliseconds call_timeout{10000};
   /// The closing handshake; the socket is dropped after it.
   std::chrono::milliseconds close_timeout{5000};
+
+  // --- reading ---
+  /// Read batching under a sustained stream. Once `read_batch_frames` frames have arrived within
+  /// one `read_batch_interval`, the connection reads again only when that interval ends (the
+  /// socket holds what arrives meanwhile), so one wake-up of the I/O thread, and of a waiting
+  /// receiver, carries dozens of deliveries instead of a few. Below that rate every read happens
+  /// at once: a quiet connection (request/reply, sporadic messages) gets no added latency. Under
+  /// a stream a frame waits at most `read_batch_interval` longer. 0 (either field) turns it off:
+  /// every read at once, more CPU per message. At most 100 ms.
+  std::chrono::microseconds read_batch_interval{1000};
+  /// Frames per `read_batch_interval` from which reads are batched (a 1 KiB delivery is 3
+  /// frames: 64 frames are about 21 000 deliveries a second).
+  std::uint32_t read_batch_frames = 64;
   /// How long a synchronous publish waits for all its confirms (and for a blocked connection to
   /// be unblocked) before reporting `errc::confirm_timeout` or `errc::connection_blocked`.
   std::chrono::milliseconds confirm_timeout{30000};
@@ -220,7 +233,8 @@ struct RabbitMQConfig {
   /// (`kincir::errc::invalid_argument`, `*why` names the field): no endpoint, an empty host or port
   /// 0, a deadline (`connect_timeout`, `handshake_timeout`, `call_timeout`, `close_timeout`,
   /// `confirm_timeout`) that is not positive, a recovery `initial_delay` that is not positive, a
-  /// `max_delay` below it, a `multiplier` below 1 or not finite, a `jitter` outside [0, 1].
+  /// `max_delay` below it, a `multiplier` below 1 or not finite, a `jitter` outside [0, 1], a
+  /// `read_batch_interval` outside [0, 100 ms].
   [[nodiscard]] std::error_code validate(std::string* why = nullptr) const;
 };
 
@@ -446,6 +460,9 @@ KINCIR_DECL std::error_code RabbitMQConfig::validate(std::string* why) const {
   if (!(recovery.multiplier >= 1.0) || recovery.multiplier > 1e6)
     return bad("recovery.multiplier must be a number from 1 to 1e6");
   if (!(recovery.jitter >= 0.0 && recovery.jitter <= 1.0)) return bad("recovery.jitter must be from 0 to 1");
+  if (read_batch_interval.count() < 0 || read_batch_interval > std::chrono::milliseconds(100))
+    return bad("read_batch_interval must be from 0 to 100 ms (got " + std::to_string(read_batch_interval.count()) +
+               " us)");
   return {};
 }
 

@@ -231,6 +231,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
         socket_(strand_),
         deadline_(strand_),
         heartbeat_timer_(strand_),
+        read_timer_(strand_),
         retry_timer_(strand_),
         conn_(config_.connection),
         backoff_(config_.recovery, static_cast<std::uint64_t>(clock::now().time_since_epoch().count())) {
@@ -674,8 +675,11 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     if (phase_ == Phase::closed) return;
     if (ec) return fail(ec == asio::error::eof ? std::error_code(errc::connection_closed) : ec);
     conn_.heartbeat.on_read(detail::clock::now());
+    // A read that filled the buffer leaves more in the socket: the next one goes at once.
+    const bool filled = n == rbuf_.size() - rend_;
     rend_ += n;
     std::size_t needed = 0;
+    std::size_t frames = 0;
     while (phase_ != Phase::closed && rbegin_ < rend_) {
       std::error_code pec;
       const auto r = conn_.reader.parse(std::span<const std::uint8_t>(rbuf_.data() + rbegin_, rend_ - rbegin_), pec);
@@ -688,6 +692,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
         break;
       }
       rbegin_ += r.size;
+      ++frames;
       on_frame(r.frame);
     }
     if (phase_ == Phase::closed) return;
@@ -701,7 +706,35 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     }
     if (needed > rbuf_.size()) rbuf_.resize(needed);
     do_write();
-    start_read();
+    next_read(frames, filled);
+  }
+
+  /// Read batching (`RabbitMQConfig::read_batch_interval`): once `read_batch_frames` frames came
+  /// within the current interval, the next read waits for the interval's end; otherwise it
+  /// starts at once.
+  void next_read(std::size_t frames, bool filled) {
+    const auto interval = config_.read_batch_interval;
+    if (interval.count() <= 0 || config_.read_batch_frames == 0 || phase_ != Phase::open || filled) return start_read();
+    const auto now = detail::clock::now();
+    if (now - batch_start_ >= interval) {
+      batch_start_ = now;
+      batch_frames_ = 0;
+    }
+    batch_frames_ += frames;
+    if (batch_frames_ < config_.read_batch_frames) return start_read();
+    // No read is pending until the interval ends, but the socket would still report each arrival
+    // to the reactor (a wake-up each): a low-water mark of a read buffer's worth keeps it quiet.
+    std::error_code ignored;
+    socket_.set_option(asio::socket_base::receive_low_watermark(static_cast<int>(kInitialReadBuffer)), ignored);
+    read_timer_.expires_at(batch_start_ + interval);
+    read_timer_.async_wait(on_strand([self = shared_from_this(), epoch = epoch_](std::error_code ec) {
+      if (ec || epoch != self->epoch_ || self->phase_ == Phase::closed) return;
+      self->batch_start_ = detail::clock::now();
+      self->batch_frames_ = 0;
+      std::error_code ignored_ec;
+      self->socket_.set_option(asio::socket_base::receive_low_watermark(1), ignored_ec);
+      self->start_read();
+    }));
   }
 
   void on_frame(const amqp::Frame& frame) {
@@ -843,6 +876,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     std::error_code ignored;
     deadline_.cancel();
     heartbeat_timer_.cancel();
+    read_timer_.cancel();
     resolver_.cancel();
     socket_.close(ignored);
     if (write_in_progress_) {
@@ -948,6 +982,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   asio::ip::tcp::socket socket_;
   asio::steady_timer deadline_;
   asio::steady_timer heartbeat_timer_;
+  asio::steady_timer read_timer_;  // a batched read waits for its interval's end
   asio::steady_timer retry_timer_;
   amqp::ConnectionState conn_;
 #if KINCIR_RABBITMQ_TLS
@@ -991,6 +1026,8 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   std::vector<std::uint8_t> rbuf_;
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
+  detail::clock::time_point batch_start_{};  // the current read-batching interval
+  std::size_t batch_frames_ = 0;             // frames read in it
 
   std::vector<amqp::OutputBuffer> queued_;
   std::vector<amqp::OutputBuffer> writing_;

@@ -87,8 +87,9 @@ class AsyncReceiverImpl final : public AsyncReceiver {
 
 enum class Settle : std::uint8_t { ack, requeue, reject };
 
-/// The longest an automatic ack waits for the strand to pick it up.
-inline constexpr std::chrono::milliseconds kAckDelay{1};
+/// The longest an automatic ack waits for the strand to pick it up when no delivery comes (while
+/// deliveries stream, each read's turn sends them).
+inline constexpr std::chrono::milliseconds kAckDelay{2};
 
 /// The subscriber's state, shared by its user-facing methods (any thread, under `mutex_`) and
 /// the strand (deliveries, settlements, channel events).
@@ -136,6 +137,7 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
     if (pending) pending->complete(asio::error::operation_aborted, Message{});
     auto waiter = std::make_shared<Waiter<int>>();
     asio::post(conn_->strand(), [self = shared_from_this(), waiter] {
+      self->flush_settlements();  // what was handed out is acked, not redelivered to the next consumer
       auto ch = std::move(self->channel_);
       if (!ch) return waiter->set({}, 0);
       ch->async_close([waiter] { waiter->set({}, 0); });
@@ -242,6 +244,7 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
   void shutdown() {
     shut_down_ = true;
     if (retry_timer_) retry_timer_->cancel();
+    flush_settlements();  // what was handed out is acked before the channel closes
     if (auto ch = std::move(channel_)) ch->async_close([] {});
     conn_->end_turn();
     finish_pending_subscribe(kincir::errc::closed);
@@ -491,46 +494,66 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
                       : std::chrono::system_clock::now();
     r.message = message_of(d);
     outstanding_.push_back(Outstanding{d.delivery_tag});
-    std::unique_ptr<AsyncReceiver> op;
-    Message direct;
-    bool pause = false;
-    {
-      const std::lock_guard lock(mutex_);
-      if (channel_generation_ != current_generation()) return;
-      if (async_) {
-        op = std::move(async_);
-        hand_out(r, false);
-        direct = std::move(r.message);
-      } else {
-        buffered_bytes_ += r.message.payload.size();
-        buffer_.push_back(std::move(r));
-        if (buffered_bytes_ >= cfg_.max_buffered_bytes && !pause_requested_) pause = pause_requested_ = true;
-      }
-    }
-    if (pause) this->pause();
-    if (op) op->complete({}, std::move(direct));
-    // One wake-up per read, not per delivery: this runs after the frames of this read are
-    // routed (a posted handler runs after the current one). It also sends the automatic acks
-    // the receiver produced meanwhile and keeps the ack timer going.
+    staged_.push_back(std::move(r));
+    // One hand-over and one wake-up per read, not per delivery: this runs after the frames of
+    // this read are routed (a posted handler runs after the current one). It also sends the
+    // automatic acks the receiver produced meanwhile and keeps the ack timer going.
     if (turn_posted_) return;
     turn_posted_ = true;
     asio::post(conn_->strand(), [self = shared_from_this()] {
       self->turn_posted_ = false;
-      self->cv_.notify_one();
+      self->hand_over();
       self->flush_settlements();
       self->arm_ack_timer();
     });
   }
 
-  /// While deliveries are buffered or acks wait, sends the waiting acks every kAckDelay.
+  /// The deliveries of this read go to the receivers under one lock (the receiving thread and
+  /// the I/O thread meet once per read, not once per delivery); a waiting `async_receive` gets
+  /// the first. Deliveries of an earlier channel generation (unsubscribed meanwhile) are dropped.
+  void hand_over() {
+    if (staged_.empty()) return;
+    std::unique_ptr<AsyncReceiver> op;
+    Message direct;
+    bool pause = false;
+    bool buffered = false;
+    {
+      const std::lock_guard lock(mutex_);
+      const std::uint64_t generation = current_generation();
+      for (Received& r : staged_) {
+        if ((r.tag >> kGenerationShift) != generation) continue;
+        if (async_) {
+          op = std::move(async_);
+          hand_out(r, false);
+          direct = std::move(r.message);
+          continue;
+        }
+        buffered_bytes_ += r.message.payload.size();
+        buffer_.push_back(std::move(r));
+        buffered = true;
+      }
+      if (buffered_bytes_ >= cfg_.max_buffered_bytes && !pause_requested_) pause = pause_requested_ = true;
+    }
+    staged_.clear();
+    if (buffered) cv_.notify_one();
+    if (pause) this->pause();
+    if (op) op->complete({}, std::move(direct));
+  }
+
+  /// While deliveries are buffered or acks wait, sends the waiting acks within kAckDelay. Every
+  /// turn with deliveries sends them too and pushes the timer back: while deliveries stream the
+  /// timer does not fire (no wake-up of its own), and once they stop it sends the last acks.
   void arm_ack_timer() {
-    if (ack_timer_armed_ || !channel_ || !channel_->is_open()) return;
+    if (!channel_ || !channel_->is_open()) return;
     if (!ack_timer_) ack_timer_ = std::make_unique<asio::steady_timer>(conn_->strand());
+    const auto now = clock::now();
+    // Moved at most about twice per kAckDelay: moving it is a system call.
+    if (ack_timer_armed_ && ack_timer_->expiry() > now + kAckDelay / 2) return;
     ack_timer_armed_ = true;
-    ack_timer_->expires_after(kAckDelay);
-    ack_timer_->async_wait([self = shared_from_this()](std::error_code ec) {
+    ack_timer_->expires_at(now + kAckDelay);  // a pending wait completes as cancelled
+    ack_timer_->async_wait([self = shared_from_this(), wait = ++ack_waits_](std::error_code ec) {
+      if (ec || wait != self->ack_waits_) return;
       self->ack_timer_armed_ = false;
-      if (ec) return;
       bool more = false;
       {
         const std::lock_guard lock(self->mutex_);
@@ -542,6 +565,7 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
   }
 
   void set_terminal(std::error_code ec) {
+    hand_over();  // what this read delivered comes before the error
     std::unique_ptr<AsyncReceiver> op;
     {
       const std::lock_guard lock(mutex_);
@@ -695,10 +719,12 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
   std::string consumer_tag_;  // empty while paused
   std::string queue_;         // consumed; re-consumed after a pause
   std::deque<Outstanding> outstanding_;
+  std::vector<Received> staged_;  // this read's deliveries, handed over at the end of its turn
   bool turn_posted_ = false;
   std::unique_ptr<asio::steady_timer> ack_timer_;
   bool ack_timer_armed_ = false;
-  std::string topic_sub_;  // what to consume again after a recovery
+  std::uint64_t ack_waits_ = 0;  // the ack timer's current wait (earlier ones were cancelled)
+  std::string topic_sub_;        // what to consume again after a recovery
   std::string group_sub_;
   bool listening_ = false;
   bool shut_down_ = false;
