@@ -7,7 +7,9 @@
 #include <kincir/rabbitmq/publisher.hpp>   // RabbitMQPublisher
 #include <kincir/rabbitmq/subscriber.hpp>  // RabbitMQSubscriber
 
-#include <asio/use_future.hpp>  // asynchronous operations as futures
+#include <asio/bind_cancellation_slot.hpp>  // a cancellation slot for async_publish
+#include <asio/cancellation_signal.hpp>     // the signal that cancels
+#include <asio/use_future.hpp>              // asynchronous operations as futures
 
 #include <atomic>        // callback counters
 #include <chrono>        // deadlines
@@ -15,6 +17,7 @@
 #include <cstdlib>       // std::getenv
 #include <future>        // completions
 #include <memory>        // the connection seen from its callback
+#include <mutex>         // outcomes seen by handlers
 #include <stdexcept>     // a throwing callback
 #include <string>        // names
 #include <system_error>  // outcomes
@@ -351,3 +354,387 @@ TEST_CASE("hostile: the outage buffer does not keep counting messages whose publ
 }
 
 }  // namespace hostile_test
+
+// ------------------------------------------------------------------------------------------------
+// The publisher, attacked: cancelling async_publish, destroying a publisher with publishes
+// outstanding (unconfirmed past their deadline, blocked, recovering), publishes racing the
+// connection's close or the destructor, empty and large bodies, a connection that failed for good.
+
+namespace hostile_publisher_test {
+namespace {
+
+RabbitMQConfig pub_node() { return hostile_test::node(); }
+
+std::string pub_fresh(const std::string& base) { return base + "." + kincir::Uuid::new_v4().to_string().substr(0, 8); }
+
+template <class Pred>
+bool pub_eventually(Pred pred, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+/// The error a future of an asynchronous publish ends with (empty: acked).
+std::error_code outcome_of(std::future<void>& f) {
+  try {
+    f.get();
+    return {};
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+}
+
+/// Counts the completions of asynchronous publishes and keeps their errors.
+struct Completions {
+  std::mutex mutex;
+  std::vector<std::error_code> seen;
+  auto handler() {
+    return [this](std::error_code ec) {
+      const std::lock_guard lock(mutex);
+      seen.push_back(ec);
+    };
+  }
+  std::size_t count() {
+    const std::lock_guard lock(mutex);
+    return seen.size();
+  }
+  std::vector<std::error_code> errors() {
+    const std::lock_guard lock(mutex);
+    return seen;
+  }
+};
+
+/// True once no channel of `conn` is left open by others: a channel opened now gets id 1 (the
+/// lowest free id). Polls until `limit`.
+bool channel_one_free(const std::shared_ptr<Connection>& conn, std::chrono::milliseconds limit) {
+  return pub_eventually(
+      [&] {
+        std::error_code ec;
+        auto ch = conn->open_channel(ec);
+        if (ec || !ch) return false;
+        const bool first = ch->id() == 1;
+        ch->close(ec);
+        return first;
+      },
+      limit);
+}
+
+/// What the group queue `group` of `topic` holds, in order, read until it stays quiet for 500 ms.
+std::vector<std::string> drain(RabbitMQSubscriber& sub) {
+  std::vector<std::string> got;
+  while (auto m = sub.receive_for(500ms)) got.emplace_back(m->payload.view());
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE("hostile: a cancelled async_publish that waits completes with operation_aborted and sends nothing",
+          "[broker][hostile][cancel]") {
+  auto direct = pub_node();
+  kincir::test::FaultProxy proxy(direct.endpoints[0].port);
+  auto cfg = direct;
+  cfg.endpoints[0].port = proxy.port();
+  cfg.max_unconfirmed = 1;
+  cfg.recovery.outage_policy = OutagePolicy::fail_fast;
+  cfg.recovery.max_buffered_messages = 1;
+  auto conn = Connection::open(cfg);
+  const std::string topic = pub_fresh("cancel-publish");
+  RabbitMQSubscriber sub(Connection::open(direct));
+  sub.subscribe(topic, "g");
+  RabbitMQPublisher pub(conn);
+  pub.publish(topic, Message(std::string("warm-up")));
+  REQUIRE(drain(sub) == std::vector<std::string>{"warm-up"});
+  asio::cancellation_signal signal;
+
+  SECTION("waiting for room in the unconfirmed window") {
+    proxy.stall(1500ms);
+    auto first = pub.async_publish(topic, Message(std::string("first")), asio::use_future);
+    std::this_thread::sleep_for(100ms);  // written: the window (1) is full
+    auto second = pub.async_publish(topic, Message(std::string("second")),
+                                    asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+    CHECK(second.wait_for(200ms) == std::future_status::timeout);  // waiting for the window
+    signal.emit(asio::cancellation_type::terminal);
+    // Used to wait for the window and send it anyway: the handler came back only with the outcome.
+    REQUIRE(second.wait_for(700ms) == std::future_status::ready);  // before the stall ends
+    CHECK(outcome_of(second) == asio::error::operation_aborted);
+    CHECK_FALSE(outcome_of(first));
+    signal.emit(asio::cancellation_type::terminal);  // after completion: nothing to cancel
+    pub.publish(topic, Message(std::string("third")));
+    CHECK(drain(sub) == std::vector<std::string>{"first", "third"});  // "second" was never sent
+  }
+  SECTION("waiting for the connection to recover (a partial, then a total cancellation)") {
+    proxy.set_refuse(true);
+    proxy.cut_all();
+    REQUIRE(pub_eventually([&] { return conn->is_recovering(); }, 5s));
+    auto waiting = pub.async_publish(topic, Message(std::string("during the outage")),
+                                     asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+    CHECK(waiting.wait_for(200ms) == std::future_status::timeout);
+    signal.emit(asio::cancellation_type::partial);
+    REQUIRE(waiting.wait_for(1s) == std::future_status::ready);
+    CHECK(outcome_of(waiting) == asio::error::operation_aborted);
+    // It left the outage buffer (one message): the next publish is not refused as buffer-full.
+    asio::cancellation_signal again;
+    auto next = pub.async_publish(topic, Message(std::string("also during the outage")),
+                                  asio::bind_cancellation_slot(again.slot(), asio::use_future));
+    CHECK(next.wait_for(200ms) == std::future_status::timeout);
+    again.emit(asio::cancellation_type::total);
+    REQUIRE(next.wait_for(1s) == std::future_status::ready);
+    CHECK(outcome_of(next) == asio::error::operation_aborted);
+    proxy.set_refuse(false);
+    REQUIRE(pub_eventually([&] { return conn->is_open(); }, 10s));
+    pub.publish(topic, Message(std::string("after")));
+    CHECK(drain(sub) == std::vector<std::string>{"after"});
+  }
+  SECTION("once written, a cancellation has no effect: the outcome completes it") {
+    proxy.stall(800ms);
+    auto sent = pub.async_publish(topic, Message(std::string("written")),
+                                  asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+    std::this_thread::sleep_for(100ms);
+    signal.emit(asio::cancellation_type::terminal);
+    CHECK(sent.wait_for(300ms) == std::future_status::timeout);  // still waiting for its confirm
+    REQUIRE(sent.wait_for(5s) == std::future_status::ready);
+    CHECK_FALSE(outcome_of(sent));
+    CHECK(drain(sub) == std::vector<std::string>{"written"});
+  }
+}
+
+TEST_CASE("hostile: a publisher destroyed with unconfirmed messages past their deadline closes its channel",
+          "[broker][hostile]") {
+  auto direct = pub_node();
+  kincir::test::FaultProxy proxy(direct.endpoints[0].port);
+  auto cfg = direct;
+  cfg.endpoints[0].port = proxy.port();
+  cfg.confirm_timeout = 1s;
+  auto conn = Connection::open(cfg);
+  const std::string topic = pub_fresh("destroyed");
+  Completions done;
+
+  SECTION("destroyed after the deadline passed") {
+    {
+      RabbitMQPublisher pub(conn);
+      pub.publish(topic, Message(std::string("warm-up")));  // its channel is 1
+      proxy.stall(2500ms);
+      pub.async_publish(topic, Message(std::string("unconfirmed")), done.handler());
+      REQUIRE(pub_eventually([&] { return done.count() == 1; }, 3s));  // its deadline
+    }
+    CHECK(done.errors() == std::vector<std::error_code>{errc::confirm_timeout});
+  }
+  SECTION("destroyed before the deadline") {
+    {
+      RabbitMQPublisher pub(conn);
+      pub.publish(topic, Message(std::string("warm-up")));
+      proxy.stall(2500ms);
+      pub.async_publish(topic, Message(std::string("unconfirmed")), done.handler());
+      std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE(pub_eventually([&] { return done.count() == 1; }, 3s));
+    CHECK(done.errors() == std::vector<std::error_code>{errc::confirm_timeout});
+  }
+  // The channel used to stay open until the connection closed (one per destroyed publisher).
+  CHECK(channel_one_free(conn, 5s));
+  std::this_thread::sleep_for(200ms);
+  CHECK(done.count() == 1);  // and never a second completion
+}
+
+TEST_CASE("hostile: a publisher destroyed while blocked or recovering completes its publishes and leaves no channel",
+          "[broker][hostile][blocked]") {
+  auto direct = pub_node();
+  Completions done;
+
+  SECTION("blocked by a memory alarm") {
+    auto cfg = direct;
+    cfg.confirm_timeout = 1500ms;
+    auto conn = Connection::open(cfg);
+    const std::string topic = pub_fresh("destroyed-blocked");
+    {
+      RabbitMQPublisher pub(conn);
+      pub.publish(topic, Message(std::string("before the alarm")));
+      const std::string raised = kincir::test::ctl("set_vm_memory_high_watermark 0.0000001");
+      std::error_code ec;
+      pub.publish(topic, Message(std::string("under the alarm")), ec);  // sent, never confirmed
+      CHECK(ec);
+      const bool blocked = pub_eventually([&] { return conn->blocked(); }, 5s);
+      if (blocked) pub.async_publish(topic, Message(std::string("while blocked")), done.handler());
+      if (!blocked) (void)kincir::test::ctl("set_vm_memory_high_watermark 0.4");
+      REQUIRE(blocked);
+    }
+    const bool completed = pub_eventually([&] { return done.count() == 1; }, 3s);
+    (void)kincir::test::ctl("set_vm_memory_high_watermark 0.4");
+    REQUIRE(completed);
+    CHECK(done.errors() == std::vector<std::error_code>{errc::connection_blocked});
+    REQUIRE(pub_eventually([&] { return !conn->blocked(); }, 10s));
+    CHECK(channel_one_free(conn, 5s));
+  }
+  SECTION("recovering") {
+    kincir::test::FaultProxy proxy(direct.endpoints[0].port);
+    auto cfg = direct;
+    cfg.endpoints[0].port = proxy.port();
+    cfg.confirm_timeout = 1s;
+    auto conn = Connection::open(cfg);
+    const std::string topic = pub_fresh("destroyed-recovering");
+    {
+      RabbitMQPublisher pub(conn);
+      pub.publish(topic, Message(std::string("warm-up")));
+      proxy.set_refuse(true);
+      proxy.cut_all();
+      REQUIRE(pub_eventually([&] { return conn->is_recovering(); }, 5s));
+      pub.async_publish(topic, Message(std::string("during the outage")), done.handler());
+    }
+    REQUIRE(pub_eventually([&] { return done.count() == 1; }, 3s));
+    CHECK(done.errors() == std::vector<std::error_code>{errc::connection_recovering});
+    proxy.set_refuse(false);
+    REQUIRE(pub_eventually([&] { return conn->is_open(); }, 10s));
+    std::this_thread::sleep_for(200ms);
+    CHECK(channel_one_free(conn, 1s));  // the gone publisher did not reopen its channel
+  }
+  std::this_thread::sleep_for(200ms);
+  CHECK(done.count() == 1);
+}
+
+TEST_CASE("hostile: many threads publish, then the publisher goes at once: one completion each, no channel left",
+          "[broker][hostile]") {
+  auto cfg = pub_node();
+  cfg.max_unconfirmed = 8;  // most publishes still wait in the backlog when the publisher goes
+  auto conn = Connection::open(cfg);
+  const std::string topic = pub_fresh("many-threads");
+  RabbitMQSubscriber sub(Connection::open(pub_node()));
+  sub.subscribe(topic, "g");
+  Completions done;
+  constexpr int kThreads = 4;
+  constexpr int kEach = 200;
+  {
+    RabbitMQPublisher pub(conn);
+    std::vector<std::thread> threads;
+    threads.reserve(kThreads);
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&pub, &done, &topic] {
+        for (int i = 0; i < kEach; ++i) pub.async_publish(topic, Message(std::string("m")), done.handler());
+      });
+    for (auto& t : threads) t.join();
+  }
+  REQUIRE(pub_eventually([&] { return done.count() == std::size_t{kThreads} * kEach; }, 10s));
+  for (const auto& ec : done.errors()) CHECK_FALSE(ec);
+  std::size_t received = 0;
+  while (sub.receive_for(500ms)) ++received;
+  CHECK(received == std::size_t{kThreads} * kEach);
+  CHECK(channel_one_free(conn, 5s));
+  std::this_thread::sleep_for(200ms);
+  CHECK(done.count() == std::size_t{kThreads} * kEach);
+}
+
+TEST_CASE("hostile: publishes racing the connection's close all return, each with one outcome", "[broker][hostile]") {
+  auto conn = Connection::open(pub_node());
+  const std::string topic = pub_fresh("close-race");
+  RabbitMQPublisher pub(conn);
+  pub.publish(topic, Message(std::string("warm-up")));
+  Completions done;
+  std::atomic<int> async_made{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::future<std::error_code>> workers;
+  for (int t = 0; t < 3; ++t)
+    workers.push_back(std::async(std::launch::async, [&, t] {
+      std::error_code ec;
+      while (!stop.load()) {
+        if (t == 0) {
+          pub.async_publish(topic, Message(std::string("a")), done.handler());
+          async_made.fetch_add(1);
+          std::this_thread::sleep_for(1ms);
+          continue;
+        }
+        pub.publish(topic, Message(std::string("s")), ec);
+        if (ec) return ec;
+      }
+      return ec;
+    }));
+  std::this_thread::sleep_for(100ms);
+  conn->close();
+  for (std::size_t i = 1; i < workers.size(); ++i) {
+    REQUIRE(workers[i].wait_for(5s) == std::future_status::ready);  // the synchronous ones: an error
+    CHECK(workers[i].get());
+  }
+  stop.store(true);
+  REQUIRE(workers.front().wait_for(5s) == std::future_status::ready);
+  REQUIRE(pub_eventually([&] { return done.count() == static_cast<std::size_t>(async_made.load()); }, 5s));
+
+  // After the close: at once, not at the deadline; the asynchronous one not inside the call.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  pub.publish(topic, Message(std::string("after")), ec);
+  CHECK(ec);
+  auto late = pub.async_publish(topic, Message(std::string("after")), asio::use_future);
+  REQUIRE(late.wait_for(1s) == std::future_status::ready);
+  CHECK(outcome_of(late));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  std::this_thread::sleep_for(100ms);
+  CHECK(done.count() == static_cast<std::size_t>(async_made.load()));
+}
+
+TEST_CASE("hostile: a connection that failed for good fails publishes at once", "[broker][hostile][recovery]") {
+  auto cfg = pub_node();
+  cfg.recovery.enabled = false;
+  cfg.connection.connection_name = pub_fresh("kincir-hostile-gone");
+  auto conn = Connection::open(cfg);
+  RabbitMQPublisher pub(conn);
+  const std::string topic = pub_fresh("gone-for-good");
+  pub.publish(topic, Message(std::string("warm-up")));
+  REQUIRE(
+      pub_eventually([&] { return kincir::test::close_connections_named(cfg.connection.connection_name) == 1; }, 5s));
+  REQUIRE(pub_eventually([&] { return !conn->is_open(); }, 5s));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::error_code ec;
+  std::vector<Message> batch;
+  batch.emplace_back(std::string("one"));
+  batch.emplace_back(std::string("two"));
+  pub.publish(topic, std::move(batch), ec);
+  CHECK(ec);
+  CHECK(batch.size() == 2);  // nothing acked: both given back
+  auto late = pub.async_publish(topic, Message(std::string("three")), asio::use_future);
+  REQUIRE(late.wait_for(1s) == std::future_status::ready);
+  CHECK(outcome_of(late));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+}
+
+TEST_CASE("hostile: empty bodies, empty batches and bodies larger than the unconfirmed byte window",
+          "[broker][hostile]") {
+  auto cfg = pub_node();
+  cfg.max_unconfirmed_bytes = std::size_t{64} * 1024;
+  auto conn = Connection::open(cfg);
+  const std::string topic = pub_fresh("bodies");
+  RabbitMQSubscriber sub(Connection::open(pub_node()));
+  sub.subscribe(topic, "g");
+  RabbitMQPublisher pub(conn);
+
+  // No messages: done at once, the asynchronous one still not inside the call.
+  CHECK_NOTHROW(pub.publish(topic, std::vector<Message>{}));
+  auto none = pub.async_publish(topic, std::vector<Message>{}, asio::use_future);
+  REQUIRE(none.wait_for(2s) == std::future_status::ready);
+  CHECK_FALSE(outcome_of(none));
+
+  const std::size_t big = std::size_t{3} << 20;  // many frames, far past the byte window
+  std::vector<Message> batch;
+  batch.emplace_back(std::string());
+  batch.emplace_back(std::string(big, 'x'));
+  batch.emplace_back(std::string("small"));
+  batch.emplace_back(std::string(big, 'y'));
+  batch.emplace_back(std::string());
+  std::error_code ec;
+  pub.publish(topic, std::move(batch), ec);
+  CHECK_FALSE(ec);
+  auto async_big = pub.async_publish(topic, Message(std::string(big, 'z')), asio::use_future);
+  REQUIRE(async_big.wait_for(10s) == std::future_status::ready);
+  CHECK_FALSE(outcome_of(async_big));
+
+  std::vector<std::size_t> sizes;
+  std::vector<char> firsts;
+  while (auto m = sub.receive_for(2s)) {
+    sizes.push_back(m->payload.size());
+    firsts.push_back(m->payload.size() == 0 ? '-' : m->payload.view()[0]);
+  }
+  CHECK(sizes == std::vector<std::size_t>{0, big, 5, big, 0, big});
+  CHECK(firsts == std::vector<char>{'-', 'x', 's', 'y', '-', 'z'});
+}
+
+}  // namespace hostile_publisher_test

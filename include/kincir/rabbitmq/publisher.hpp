@@ -11,9 +11,10 @@
 #include <kincir/rabbitmq/connection.hpp>  // Connection, Channel
 #include <kincir/rabbitmq/mapping.hpp>     // routes, properties, declarations
 
-#include <asio/associated_executor.hpp>  // the handler's executor
-#include <asio/async_result.hpp>         // asio::async_initiate
-#include <asio/executor_work_guard.hpp>  // keeps the handler's executor alive
+#include <asio/associated_cancellation_slot.hpp>  // cancellation of async_publish
+#include <asio/associated_executor.hpp>           // the handler's executor
+#include <asio/async_result.hpp>                  // asio::async_initiate
+#include <asio/executor_work_guard.hpp>           // keeps the handler's executor alive
 
 #include <atomic>  // the republished counter
 
@@ -93,15 +94,29 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
             if (!ec && batch) self->expire(*batch);
           }));
     }
+    if (closing_) self_ = shared_from_this();  // a publish that crossed the destructor
     backlog_.push_back(std::move(b));
     pump();
     conn_->end_turn();
   }
 
-  /// Closes the channel once nothing is in flight.
+  /// The publisher is gone: the core keeps itself alive until every publish it holds has its
+  /// outcome (each has its deadline), then closes its channel and lets go.
   void shutdown() {
     closing_ = true;
+    self_ = shared_from_this();
     maybe_close();
+    conn_->end_turn();
+  }
+
+  /// A cancellation slot fired: `b`, if none of its messages was written yet, completes with
+  /// `asio::error::operation_aborted` and none of them is sent. Later, a cancellation has no
+  /// effect (the messages are on their way; the publish completes with their outcomes).
+  void cancel(const std::shared_ptr<PublishBatch>& b) {
+    if (b->finished || b->next != 0) return;
+    std::erase(backlog_, b);
+    fail_unsent(*b, asio::error::operation_aborted);
+    pump();
     conn_->end_turn();
   }
 
@@ -127,6 +142,7 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
   };
 
   void pump() {
+    if (closing_) drop_ended();
     if (backlog_.empty() && resend_.empty()) return maybe_close();
     if (conn_->phase() != ConnectionCore::Phase::open) {
       if (conn_->recovering()) return;  // kept for the new connection; each publish has its deadline
@@ -251,31 +267,45 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
     }
     b.unsettled = 0;
     finish(b);
-    // Messages of ended publishes kept for a republish no longer count against the outage buffer.
+    drop_ended();
+    maybe_close();
+    conn_->end_turn();
+  }
+
+  /// Forgets publishes that ended: messages kept for a republish no longer count against the
+  /// outage buffer, and ended batches leave the backlog (their unsent messages were uncounted
+  /// when they ended).
+  void drop_ended() {
     std::erase_if(resend_, [this](const Entry& e) {
       if (e.batch && !e.batch->finished) return false;
       buffered_ -= 1;
       buffered_bytes_ -= e.bytes;
       return true;
     });
-    conn_->end_turn();
+    std::erase_if(backlog_, [](const std::shared_ptr<PublishBatch>& b) { return b->finished; });
   }
 
   void open_channel() {
     ChannelEvents events;
     std::weak_ptr<PublisherCore> weak = shared_from_this();
-    events.on_confirm = [weak](const std::vector<amqp::TagRange>& ranges, std::error_code ec) {
-      if (auto self = weak.lock()) self->on_confirm(ranges, ec);
-    };
-    events.on_return = [weak](amqp::ReturnedMessage& r) {
-      if (auto self = weak.lock()) self->on_return(r);
-    };
-    events.on_closed = [weak](std::error_code ec) {
-      if (auto self = weak.lock()) self->on_closed(ec);
-    };
-    events.on_blocked = [weak](bool blocked) {
+    // A channel this publisher closed and left behind (see `maybe_close`) may report after a new
+    // one opened: only the newest channel's events count.
+    const std::uint64_t gen = ++channel_gen_;
+    events.on_confirm = [weak, gen](const std::vector<amqp::TagRange>& ranges, std::error_code ec) {
       auto self = weak.lock();
-      if (self && !blocked) {
+      if (self && self->channel_gen_ == gen) self->on_confirm(ranges, ec);
+    };
+    events.on_return = [weak, gen](amqp::ReturnedMessage& r) {
+      auto self = weak.lock();
+      if (self && self->channel_gen_ == gen) self->on_return(r);
+    };
+    events.on_closed = [weak, gen](std::error_code ec) {
+      auto self = weak.lock();
+      if (self && self->channel_gen_ == gen) self->on_closed(ec);
+    };
+    events.on_blocked = [weak, gen](bool blocked) {
+      auto self = weak.lock();
+      if (self && self->channel_gen_ == gen && !blocked) {
         self->pump();
         self->conn_->end_turn();
       }
@@ -290,6 +320,7 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
               return;
             }
             while (!self->backlog_.empty()) self->fail_unsent(*self->take_front(), ec);
+            self->maybe_close();
             return;
           }
           self->channel_ = std::move(ch);
@@ -372,21 +403,37 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
     unconfirmed_.clear();
     inflight_ = 0;
     inflight_bytes_ = 0;
-    if (!closing_) pump();  // reopens for what is left
+    pump();  // reopens for what is left (also once the publisher is gone)
     conn_->end_turn();
   }
 
+  /// Once the publisher is gone and every publish has its outcome: closes the channel and lets
+  /// go of the core. Messages sent but unconfirmed whose publish already ended (its deadline
+  /// passed) do not hold the channel open: their outcome is given. Every caller holds a
+  /// reference to the core, so dropping `self_` here never destroys it under the caller.
   void maybe_close() {
-    if (!closing_ || !backlog_.empty() || !resend_.empty() || !unconfirmed_.empty() || !channel_) return;
-    auto ch = std::move(channel_);
-    ch->async_close([] {});
+    if (!closing_) return;
+    drop_ended();
+    if (!backlog_.empty() || !resend_.empty() || opening_) return;
+    for (const auto& e : unconfirmed_)
+      if (e.batch && !e.batch->finished) return;
+    if (channel_) {
+      auto ch = std::move(channel_);
+      unconfirmed_.clear();  // all ended; the closed channel's late confirms are ignored
+      inflight_ = 0;
+      inflight_bytes_ = 0;
+      ch->async_close([] {});
+    }
+    self_.reset();
   }
 
   std::shared_ptr<ConnectionCore> conn_;
   const RabbitMQConfig& cfg_;
   std::shared_ptr<Channel> channel_;
+  std::uint64_t channel_gen_ = 0;  // counts the channels opened; events of older ones are ignored
   bool opening_ = false;
   bool closing_ = false;
+  std::shared_ptr<PublisherCore> self_;  // the publisher is gone and publishes remain
   std::deque<std::shared_ptr<PublishBatch>> backlog_;
   std::deque<Entry> resend_;  // lost with a connection, to republish first
   std::deque<Entry> unconfirmed_;
@@ -424,6 +471,13 @@ inline std::error_code check_topic(std::string_view topic) {
 /// RabbitMQ these need not be a prefix: one message of a batch can be nacked and the next acked).
 ///
 /// Thread-safe: any thread may publish, concurrently; everything runs on the connection's strand.
+/// Like any object, it must not be destroyed or assigned to while another thread is inside one
+/// of its calls (a synchronous publish included): let those return first.
+///
+/// Destruction does not wait and does not cancel: publishes already made keep going and each
+/// still gets its one outcome (an asynchronous one completes its handler), within
+/// `confirm_timeout`; then the publisher's channel is closed. Messages sent whose confirm did not
+/// come by then have `errc::confirm_timeout` (unknown) and no longer keep the channel open.
 class RabbitMQPublisher {
  public:
   /// A publisher on `connection` (which it keeps alive), with the connection's config.
@@ -447,7 +501,8 @@ class RabbitMQPublisher {
   RabbitMQPublisher(const RabbitMQPublisher&) = delete;
   RabbitMQPublisher& operator=(const RabbitMQPublisher&) = delete;
 
-  /// Closes the publisher's channel once its asynchronous publishes have their outcomes.
+  /// Closes the publisher's channel once its asynchronous publishes have their outcomes (at the
+  /// latest at their deadline, `confirm_timeout`); returns at once.
   ~RabbitMQPublisher() { close_channel(); }
 
   /// Publishes `batch` to `topic` and waits for every outcome (see the class comment).
@@ -505,12 +560,22 @@ class RabbitMQPublisher {
   /// Publishes asynchronously; the batch is moved into the operation. Completion signature
   /// `void(std::error_code)`: the first failed outcome, once every message has one. The handler
   /// runs on its associated executor (the connection's handler executor if it has none), never
-  /// inside this call.
+  /// inside this call, exactly once.
+  ///
+  /// Cancellation: a signal on the handler's associated cancellation slot (`terminal`, `partial`
+  /// or `total`, all alike) that arrives while none of the batch's messages was written yet —
+  /// it waits for room in the unconfirmed window, for the connection to be unblocked or to
+  /// recover — completes the operation with `asio::error::operation_aborted`, and none of its
+  /// messages is sent (nothing happened: a `total` cancellation's promise). Once a message of the
+  /// batch was written, a signal has no effect: the operation completes with the outcomes as
+  /// usual, within `confirm_timeout`. Emit the signal where you would call the handler's other
+  /// operations (the slot's handler only posts to the connection's strand).
   template <class CompletionToken>
   auto async_publish(std::string_view topic, std::vector<Message>&& batch, CompletionToken&& token) {
     return asio::async_initiate<CompletionToken, void(std::error_code)>(
         [this](auto handler, std::string name, std::vector<Message> messages) {
           auto executor = asio::get_associated_executor(handler, connection_->handler_executor());
+          auto slot = asio::get_associated_cancellation_slot(handler);
           auto work = asio::make_work_guard(executor);
           const std::error_code invalid = detail::check_topic(name);
           if (invalid) {
@@ -528,6 +593,24 @@ class RabbitMQPublisher {
             work.reset();
           };
           asio::post(connection_->core()->strand(), [core = core_, b] { core->submit(b); });
+          if (slot.is_connected()) {
+            // Runs on the thread that emits the signal; the cancellation itself runs on the strand,
+            // after the submit posted above. The slot keeps this handler after the operation
+            // completed: it then finds nothing to cancel.
+            slot.assign([weak_core = std::weak_ptr<detail::PublisherCore>(core_),
+                         weak_conn = std::weak_ptr<Connection>(connection_),
+                         weak_batch = std::weak_ptr<detail::PublishBatch>(b)](asio::cancellation_type type) {
+              if ((type & (asio::cancellation_type::terminal | asio::cancellation_type::partial |
+                           asio::cancellation_type::total)) == asio::cancellation_type::none)
+                return;
+              auto core = weak_core.lock();
+              auto batch = weak_batch.lock();
+              auto conn = weak_conn.lock();
+              if (!core || !batch || !conn) return;  // completed (or completing) already
+              asio::post(conn->core()->strand(),
+                         [core = std::move(core), batch = std::move(batch)] { core->cancel(batch); });
+            });
+          }
         },
         token, std::string(topic), std::move(batch));
   }
