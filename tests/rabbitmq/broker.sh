@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
 # A throw-away RabbitMQ node on 127.0.0.1 for the integration tests (a CTest fixture).
 #
-#   broker.sh start DIR    starts epmd and a node with everything under DIR, waits until it
+#   broker.sh start DIR [tls]  starts epmd and a node with everything under DIR, waits until it
 #                          accepts AMQP connections; fails loudly if a port is taken or the node
-#                          does not come up
-#   broker.sh stop DIR     stops the node and epmd started in DIR, by pid
+#                          does not come up. Interrupted (SIGINT, SIGTERM, SIGHUP), it stops what
+#                          it started. With "tls", the node also listens for TLS (see below).
+#   broker.sh stop DIR     stops the node and epmd started in DIR, by pid (also when the node
+#                          died or a start was interrupted)
 #   broker.sh ctl DIR ARGS runs rabbitmqctl against that node
 #   broker.sh kill DIR     SIGKILLs the node (not epmd): a crash, for the fault tests
 #   broker.sh restart DIR  starts the node again on its old data (after kill), waits for AMQP
+#   broker.sh run DIR PROGRAM [ARGS]
+#                          runs PROGRAM with the node's coordinates in its environment:
+#                          KINCIR_RABBITMQ_URI (amqp://guest:guest@127.0.0.1:PORT),
+#                          KINCIR_RABBITMQ_CTL ("broker.sh ctl DIR"), KINCIR_RABBITMQ_NODE_SH and
+#                          KINCIR_RABBITMQ_NODE_DIR (for kill and restart) and, when the node was
+#                          started with TLS, KINCIR_RABBITMQ_TLS_PORT and KINCIR_RABBITMQ_TLS_DIR;
+#                          an argument @URI@ is replaced by that URI. The CTest commands go through
+#                          this, so that the ports are read when the tests run, not when CMake
+#                          configured the build.
 #
-# Ports (environment): KINCIR_RABBITMQ_PORT (AMQP, 5673), KINCIR_RABBITMQ_DIST_PORT (25673),
-# KINCIR_RABBITMQ_EPMD_PORT (4370). With KINCIR_RABBITMQ_TLS_PORT set, the node also listens for
-# TLS there, with a CA, a server certificate (for "localhost" only) and a client certificate that
+# Ports (environment, read whenever the script runs): KINCIR_RABBITMQ_PORT (AMQP, 5673),
+# KINCIR_RABBITMQ_DIST_PORT (25673), KINCIR_RABBITMQ_EPMD_PORT (4370). TLS: on
+# KINCIR_RABBITMQ_TLS_PORT when it is set and not empty, otherwise (with "tls") on the AMQP port
+# + 1000, with a CA, a server certificate (for "localhost" only) and a client certificate that
 # openssl generates under DIR/tls, and SASL EXTERNAL (rabbitmq_auth_mechanism_ssl, the user named
 # by the certificate's common name). Works as root and as an ordinary user.
 set -euo pipefail
 
-cmd=${1:?usage: broker.sh start|stop|ctl|kill|restart DIR}
-dir=${2:?usage: broker.sh start|stop|ctl|kill|restart DIR}
+usage="usage: broker.sh start|stop|ctl|kill|restart|run DIR"
+cmd=${1:?$usage}
+dir=${2:?$usage}
 amqp_port=${KINCIR_RABBITMQ_PORT:-5673}
 dist_port=${KINCIR_RABBITMQ_DIST_PORT:-25673}
 epmd_port=${KINCIR_RABBITMQ_EPMD_PORT:-4370}
 tls_port=${KINCIR_RABBITMQ_TLS_PORT:-}
+if [ "$cmd" = start ] && [ "${3:-}" = tls ] && [ -z "$tls_port" ]; then
+  tls_port=$((amqp_port + 1000))
+fi
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 bin=/usr/lib/rabbitmq/bin
 
 node_env() {
@@ -54,18 +71,46 @@ port_free() {  # port_free PORT: nothing listens on 127.0.0.1:PORT
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-stop_pid() {  # stop_pid FILE: SIGTERM the process (group) whose pid FILE holds, then SIGKILL
-  local file=$1 pid i
+ours() {  # ours PID WORD: PID is alive and its command line contains WORD (pids get reused)
+  { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qF -- "$2"
+}
+
+stop_pid() {  # stop_pid FILE WORD: SIGTERM the process whose pid FILE holds, then SIGKILL its group
+  local file=$1 word=$2 pid i member
   [ -f "$file" ] || return 0
   pid=$(cat "$file")
   rm -f "$file"
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  if ours "$pid" "$word"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  # setsid made it a process group leader: what is left of its group that runs on DIR (the Erlang
+  # VM, also when its launcher died earlier) goes too.
+  for member in $(pgrep -g "$pid" 2>/dev/null || true); do
+    if ours "$member" "$dir"; then kill -KILL "$member" 2>/dev/null || true; fi
   done
-  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop_all() {  # the node (the Erlang VM, then its launcher) and epmd started in DIR
+  stop_pid "$dir/rabbit.pid" beam  # the Erlang VM itself: SIGTERM stops it in about a second
+  stop_pid "$dir/node.pid" rabbitmq-server
+  stop_pid "$dir/epmd.pid" epmd
+}
+
+interrupted() {  # a signal during start: stop what was started (pid files, or children not yet in one)
+  trap - INT TERM HUP
+  echo "broker.sh: interrupted; stopping the node and epmd started in $dir" >&2
+  local children
+  children=$(jobs -p)
+  stop_all
+  # shellcheck disable=SC2086
+  [ -z "$children" ] || kill -KILL $children 2>/dev/null || true
+  exit 130
 }
 
 make_certs() {  # make_certs DIR: a CA, a server certificate for localhost, a client certificate
@@ -91,9 +136,9 @@ start() {
     echo "broker.sh: rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)" >&2
     exit 1
   fi
-  # A node left over from an interrupted run in this directory goes first.
-  stop_pid "$dir/node.pid"
-  stop_pid "$dir/epmd.pid"
+  # A node (or only its epmd) left over from an interrupted run in this directory goes first.
+  stop_all
+  trap interrupted INT TERM HUP
   for p in "$amqp_port" "$dist_port" "$epmd_port" $tls_port; do
     if ! port_free "$p"; then
       echo "broker.sh: port $p on 127.0.0.1 is already in use; set KINCIR_RABBITMQ_PORT," \
@@ -115,6 +160,7 @@ log.file.level = warning
 CONF
   if [ -n "$tls_port" ]; then
     make_certs "$dir/tls"
+    echo "$tls_port" >"$dir/tls/port"
     cat >>"$dir/rabbitmq.conf" <<CONF
 listeners.ssl.1 = 127.0.0.1:$tls_port
 ssl_options.cacertfile = $dir/tls/ca.pem
@@ -150,7 +196,7 @@ start_node() {
     if ! kill -0 "$(cat "$dir/node.pid")" 2>/dev/null; then
       echo "broker.sh: the node exited while starting; its output:" >&2
       tail -n 30 "$dir/log/node.out" >&2 || true
-      stop_pid "$dir/epmd.pid"
+      stop_all
       exit 1
     fi
     if ! port_free "$amqp_port"; then
@@ -166,9 +212,7 @@ start_node() {
 }
 
 stop() {
-  stop_pid "$dir/rabbit.pid"  # the Erlang VM itself: SIGTERM stops it in about a second
-  stop_pid "$dir/node.pid"
-  stop_pid "$dir/epmd.pid"
+  stop_all
   echo "broker.sh: stopped"
 }
 
@@ -197,5 +241,19 @@ case "$cmd" in
     node_env
     exec "$bin/rabbitmqctl" -n rabbit@localhost "$@"
     ;;
-  *) echo "usage: broker.sh start|stop|ctl|kill|restart DIR" >&2; exit 2 ;;
+  run)
+    shift 2
+    [ $# -gt 0 ] || { echo "usage: broker.sh run DIR PROGRAM [ARGS]" >&2; exit 2; }
+    uri="amqp://guest:guest@127.0.0.1:$amqp_port"
+    export KINCIR_RABBITMQ_URI="$uri" KINCIR_RABBITMQ_CTL="$self ctl $dir" KINCIR_RABBITMQ_NODE_SH="$self" \
+      KINCIR_RABBITMQ_NODE_DIR="$dir"
+    if [ -f "$dir/tls/port" ]; then
+      KINCIR_RABBITMQ_TLS_PORT=$(cat "$dir/tls/port")
+      export KINCIR_RABBITMQ_TLS_PORT KINCIR_RABBITMQ_TLS_DIR="$dir/tls"
+    fi
+    args=()
+    for a in "$@"; do args+=("${a//@URI@/$uri}"); done
+    exec "${args[@]}"
+    ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
-// rabbitmqctl against the test's RabbitMQ node, for the tests that inject faults: `ctl` runs it
-// (KINCIR_RABBITMQ_CTL names the command, broker.sh ctl DIR), `close_connections_named` closes the
-// connections a client named (320 CONNECTION_FORCED, as a broker restart would).
+// The test's RabbitMQ node (tests/rabbitmq/broker.sh): `node_uri` names it; rabbitmqctl against
+// it, for the tests that inject faults: `ctl` runs it (KINCIR_RABBITMQ_CTL names the command,
+// broker.sh ctl DIR), `close_connections_named` closes the connections a client named (320
+// CONNECTION_FORCED, as a broker restart would).
 #pragma once
 
 #include <array>    // command output
@@ -12,6 +13,16 @@
 #include "support/catch.hpp"
 
 namespace kincir::test {
+
+/// The test node's AMQP URI: KINCIR_RABBITMQ_URI if set and not empty (`broker.sh run DIR`, the
+/// ctest commands, sets it), otherwise amqp://guest:guest@127.0.0.1:PORT with PORT from
+/// KINCIR_RABBITMQ_PORT (default 5673), read when the test runs, as broker.sh does.
+inline std::string node_uri() {
+  const char* uri = std::getenv("KINCIR_RABBITMQ_URI");  // NOLINT(concurrency-mt-unsafe): nothing sets the environment
+  if (uri != nullptr && *uri != '\0') return uri;
+  const char* port = std::getenv("KINCIR_RABBITMQ_PORT");  // NOLINT(concurrency-mt-unsafe): as above
+  return std::string("amqp://guest:guest@127.0.0.1:") + (port != nullptr && *port != '\0' ? port : "5673");
+}
 
 /// Runs `rabbitmqctl ARGS` on the test's node and returns what it printed (stdout and stderr).
 /// Fails the test when KINCIR_RABBITMQ_CTL is not set.

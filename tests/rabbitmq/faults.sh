@@ -24,6 +24,7 @@ fi
 export KINCIR_RABBITMQ_PORT=${KINCIR_RABBITMQ_FAULT_PORT:-5684}
 export KINCIR_RABBITMQ_DIST_PORT=${KINCIR_RABBITMQ_FAULT_DIST_PORT:-25684}
 export KINCIR_RABBITMQ_EPMD_PORT=${KINCIR_RABBITMQ_FAULT_EPMD_PORT:-4381}
+export KINCIR_RABBITMQ_TLS_PORT=  # no TLS listener (an exported one is another node's port)
 dir="$build/tests/rabbitmq/rabbitmq-fault-node-full"
 trap '"$here/broker.sh" stop "$dir" >/dev/null' EXIT
 "$here/broker.sh" start "$dir"

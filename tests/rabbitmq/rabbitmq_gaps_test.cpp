@@ -18,6 +18,7 @@
 #include <thread>   // polling
 #include <vector>   // batches
 
+#include "broker_ctl.hpp"
 #include "support/catch.hpp"
 
 using namespace std::chrono_literals;
@@ -31,9 +32,8 @@ namespace amqp = kincir::rabbitmq::amqp;
 namespace {
 
 RabbitMQConfig node_config() {
-  const char* uri = std::getenv("KINCIR_RABBITMQ_URI");  // NOLINT(concurrency-mt-unsafe): read once per test
   RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(uri != nullptr ? uri : "amqp://guest:guest@127.0.0.1:5673");
+  c.apply_uri(kincir::test::node_uri());
   return c;
 }
 

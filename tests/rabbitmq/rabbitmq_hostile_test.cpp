@@ -14,7 +14,6 @@
 #include <atomic>        // callback counters
 #include <chrono>        // deadlines
 #include <cmath>         // NAN
-#include <cstdlib>       // std::getenv
 #include <future>        // completions
 #include <memory>        // the connection seen from its callback
 #include <mutex>         // outcomes seen by handlers
@@ -46,9 +45,8 @@ namespace hostile_test {
 namespace {
 
 RabbitMQConfig node() {
-  const char* uri = std::getenv("KINCIR_RABBITMQ_URI");  // NOLINT(concurrency-mt-unsafe): read once per test
   RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(uri != nullptr ? uri : "amqp://guest:guest@127.0.0.1:5673");
+  c.apply_uri(kincir::test::node_uri());
   return c;
 }
 

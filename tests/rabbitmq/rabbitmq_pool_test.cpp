@@ -5,12 +5,12 @@
 
 #include <asio/use_future.hpp>  // get_publisher(asio::use_future)
 
-#include <chrono>   // deadlines
-#include <cstdlib>  // std::getenv
-#include <future>   // futures
-#include <string>   // payloads
-#include <thread>   // a second holder
+#include <chrono>  // deadlines
+#include <future>  // futures
+#include <string>  // payloads
+#include <thread>  // a second holder
 
+#include "broker_ctl.hpp"
 #include "support/catch.hpp"
 
 using namespace std::chrono_literals;
@@ -23,9 +23,8 @@ using kincir::rabbitmq::RabbitMQSubscriber;
 namespace {
 
 RabbitMQConfig pool_config() {
-  const char* uri = std::getenv("KINCIR_RABBITMQ_URI");  // NOLINT(concurrency-mt-unsafe): read once per test
   RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(uri != nullptr ? uri : "amqp://guest:guest@127.0.0.1:5673");
+  c.apply_uri(kincir::test::node_uri());
   return c;
 }
 

@@ -14,13 +14,12 @@
 #include <asio/post.hpp>        // a bogus ack on the subscriber's strand
 #include <asio/use_future.hpp>  // async_publish as a future
 
-#include <chrono>   // deadlines
-#include <cstdlib>  // std::getenv
-#include <future>   // completions
-#include <mutex>    // recorded state events
-#include <string>   // names
-#include <thread>   // polling
-#include <vector>   // events
+#include <chrono>  // deadlines
+#include <future>  // completions
+#include <mutex>   // recorded state events
+#include <string>  // names
+#include <thread>  // polling
+#include <vector>  // events
 
 #include "broker_ctl.hpp"
 #include "support/catch.hpp"
@@ -49,9 +48,8 @@ using kincir::test::ctl;
 namespace {
 
 RabbitMQConfig node() {
-  const char* uri = std::getenv("KINCIR_RABBITMQ_URI");  // NOLINT(concurrency-mt-unsafe): read once per test
   RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(uri != nullptr ? uri : "amqp://guest:guest@127.0.0.1:5673");
+  c.apply_uri(kincir::test::node_uri());
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include <thread>    // blocking handler
 #include <vector>    // batches
 
+#include "broker_ctl.hpp"
 #include "support/catch.hpp"
 
 using namespace std::chrono_literals;
@@ -39,9 +40,8 @@ Message numbered(int i) { return Message(std::to_string(i)).with_metadata("n", s
 std::string unique(const std::string& base) { return base + "." + kincir::Uuid::new_v4().to_string().substr(0, 8); }
 
 RabbitMQConfig broker_config() {
-  const char* uri = std::getenv("KINCIR_RABBITMQ_URI");  // NOLINT(concurrency-mt-unsafe): read once per test
   RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(uri != nullptr ? uri : "amqp://guest:guest@127.0.0.1:5673");
+  c.apply_uri(kincir::test::node_uri());
   return c;
 }
 

@@ -1,9 +1,8 @@
 // The RabbitMQ backend of the conformance suite (conformance_test.cpp): kincir's RabbitMQ adapter
 // against a real broker, the throw-away node that the CTest fixture rabbitmq.broker_start starts
-// (tests/rabbitmq/broker.sh). KINCIR_RABBITMQ_URI names it if set and not empty, otherwise
-// amqp://guest:guest@127.0.0.1:PORT with PORT from KINCIR_RABBITMQ_PORT (default 5673), read at
-// test time as broker.sh does; KINCIR_RABBITMQ_CTL is the command that runs rabbitmqctl against it
-// (reconnect() needs it).
+// (tests/rabbitmq/broker.sh), named by node_uri() (rabbitmq/broker_ctl.hpp: KINCIR_RABBITMQ_URI, or
+// the port in KINCIR_RABBITMQ_PORT, read at test time); KINCIR_RABBITMQ_CTL is the command that
+// runs rabbitmqctl against it (reconnect() needs it).
 //
 // Each fixture opens one connection, named uniquely so that reconnect() can have the broker close
 // exactly that one, shared by the publishers and subscribers it hands out. The mapping is the
@@ -24,7 +23,6 @@
 
 #include <atomic>       // unique topic names
 #include <chrono>       // bounded waits
-#include <cstdlib>      // std::getenv
 #include <memory>       // the connection
 #include <string>       // names
 #include <string_view>  // names
@@ -109,20 +107,12 @@ class RabbitMQBackend {
 
   rabbitmq::RabbitMQConfig config() const {
     rabbitmq::RabbitMQConfig c = rabbitmq::RabbitMQConfig::for_testing();
-    c.apply_uri(uri());
+    c.apply_uri(node_uri());
     c.connection.connection_name = name_;
     c.topology.durable_exchanges = true;
     c.topology.durable_queues = true;
     c.persistent = true;
     return c;
-  }
-
-  static std::string uri() {
-    // NOLINTNEXTLINE(concurrency-mt-unsafe): read on the test's thread, nothing sets the environment
-    const char* uri = std::getenv("KINCIR_RABBITMQ_URI");
-    if (uri != nullptr && *uri != '\0') return uri;
-    const char* port = std::getenv("KINCIR_RABBITMQ_PORT");  // NOLINT(concurrency-mt-unsafe): as above
-    return std::string("amqp://guest:guest@127.0.0.1:") + (port != nullptr && *port != '\0' ? port : "5673");
   }
 
   std::string name_;
