@@ -427,6 +427,51 @@ TEST_CASE("basic properties: 14 flags from bit 15 down", "[amqp][properties]") {
   }
 }
 
+TEST_CASE("small bodies are copied into the write buffer while it is small, larger ones borrowed", "[amqp][content]") {
+  const std::vector<std::uint8_t> small(amqp::OutputBuffer::kCopyBodiesUpTo, 0x11);
+  const std::vector<std::uint8_t> large(amqp::OutputBuffer::kCopyBodiesUpTo + 1, 0x22);
+  const auto points_into = [](const amqp::OutputBuffer& out, const std::vector<std::uint8_t>& body) {
+    std::vector<std::span<const std::uint8_t>> buffers;
+    out.buffers(buffers);
+    std::size_t n = 0;
+    for (auto b : buffers)
+      if (b.data() >= body.data() && b.data() < body.data() + body.size()) n += b.size();
+    return n;
+  };
+  amqp::BasicPublish publish;
+  amqp::BasicProperties props;
+  std::error_code ec;
+  amqp::OutputBuffer out;
+  amqp::encode_publish(out, 1, publish, props, small, amqp::kDefaultFrameMax, ec);
+  amqp::encode_publish(out, 1, publish, props, large, amqp::kDefaultFrameMax, ec);
+  REQUIRE_FALSE(ec);
+  CHECK(points_into(out, small) == 0);             // copied: one contiguous run of bytes
+  CHECK(points_into(out, large) == large.size());  // borrowed
+  std::vector<std::span<const std::uint8_t>> buffers;
+  out.buffers(buffers);
+  CHECK(buffers.size() == 3);  // [publish 1 + publish 2's method and header] [large] [frame end]
+
+  // Past the copy budget even small bodies are borrowed: a reused buffer stays small.
+  amqp::OutputBuffer burst;
+  std::size_t publishes = 0;
+  while (points_into(burst, small) == 0) {
+    REQUIRE(publishes < 1000);
+    amqp::encode_publish(burst, 1, publish, props, small, amqp::kDefaultFrameMax, ec);
+    ++publishes;
+  }
+  CHECK(publishes > 10);
+  CHECK(points_into(burst, small) == small.size());  // the first one past the budget
+  CHECK(burst.bytes().size() <= amqp::OutputBuffer::kCopyBudget);
+
+  // Whatever was copied or borrowed, the wire is the same frames with the same bodies.
+  const auto frames = amqp::test::split_frames(burst.flatten());
+  REQUIRE(frames.size() == 3 * publishes);
+  for (std::size_t i = 2; i < frames.size(); i += 3) {
+    CHECK(frames[i].type == amqp::FrameType::body);
+    CHECK(ByteVector(frames[i].payload.begin(), frames[i].payload.end()) == small);
+  }
+}
+
 TEST_CASE("publish splits bodies at frame_max - 8 without copying them", "[amqp][content]") {
   std::vector<std::uint8_t> body(10000);
   for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<std::uint8_t>(i * 7);

@@ -37,7 +37,9 @@ constexpr std::size_t max_body_chunk(std::uint32_t frame_max) noexcept {
 }
 
 /// Appends a content: the header frame, then `body` in body frames of at most `frame_max - 8`
-/// bytes each (none for an empty body). The body is borrowed: `out` only points at it.
+/// bytes each (none for an empty body). The body is borrowed (`out` only points at it) unless it
+/// is small enough to be copied (`OutputBuffer::copies_body`): either way it must stay alive
+/// until written.
 /// `frame_max` must be at least `kFrameMinSize` (or 0 for no limit).
 KINCIR_DECL void encode_content(OutputBuffer& out, std::uint16_t channel, const BasicProperties& properties,
                                 std::span<const std::uint8_t> body, std::uint32_t frame_max, std::error_code& ec) {
@@ -53,13 +55,17 @@ KINCIR_DECL void encode_content(OutputBuffer& out, std::uint16_t channel, const 
     return;
   }
   const std::size_t chunk = max_body_chunk(frame_max);
+  const bool copy = out.copies_body(body.size());  // small bodies: cheaper than a scatter entry
   while (!body.empty()) {
     const std::size_t n = body.size() < chunk ? body.size() : chunk;
     std::uint8_t* header = bytes.extend(kFrameHeaderSize);
     header[0] = static_cast<std::uint8_t>(FrameType::body);
     detail::store_u16(header + 1, channel);
     detail::store_u32(header + 3, static_cast<std::uint32_t>(n));
-    out.append_borrowed(body.first(n));
+    if (copy)
+      bytes.append(body.data(), n);
+    else
+      out.append_borrowed(body.first(n));
     *bytes.extend(1) = kFrameEnd;
     body = body.subspan(n);
   }

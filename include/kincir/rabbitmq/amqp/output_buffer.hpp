@@ -1,7 +1,8 @@
 /// @file
 /// `OutputBuffer`: what the codec hands to a socket, as scatter-gather buffers: bytes the codec
 /// encoded (frame headers, methods, properties) interleaved with borrowed views of message
-/// bodies, which are never copied.
+/// bodies. Small bodies are copied in while the buffer is small (one scatter entry, and a share
+/// of a system call, cost more than copying them); larger ones are never copied.
 #pragma once
 
 #include <kincir/config.hpp>
@@ -24,7 +25,19 @@ class OutputBuffer {
   [[nodiscard]] ByteBuffer& bytes() noexcept { return bytes_; }
   [[nodiscard]] const ByteBuffer& bytes() const noexcept { return bytes_; }
 
-  /// Appends a view of bytes owned elsewhere (a body), after everything encoded so far.
+  /// Bodies up to this size are copied into the encoded bytes...
+  static constexpr std::size_t kCopyBodiesUpTo = 2048;
+  /// ...while the encoded bytes stay within this (a buffer's memory stays small when it is
+  /// reused; a burst of publishes beyond it borrows the rest).
+  static constexpr std::size_t kCopyBudget = std::size_t{64} * 1024;
+
+  /// Whether a body of `size` bytes is copied (`bytes().append`) rather than borrowed.
+  [[nodiscard]] bool copies_body(std::size_t size) const noexcept {
+    return size <= kCopyBodiesUpTo && bytes_.size() + size <= kCopyBudget;
+  }
+
+  /// Appends a view of bytes owned elsewhere (a body), after everything encoded so far. The
+  /// bytes must stay alive and unchanged until written.
   void append_borrowed(std::span<const std::uint8_t> data) {
     if (data.empty()) return;
     borrowed_.push_back(Borrowed{bytes_.size(), data});
