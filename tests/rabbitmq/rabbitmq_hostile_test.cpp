@@ -21,6 +21,7 @@
 #include <string>        // names
 #include <system_error>  // outcomes
 #include <thread>        // polling
+#include <utility>       // std::exchange
 #include <vector>        // messages
 
 #include "broker_ctl.hpp"
@@ -61,6 +62,27 @@ bool eventually(Pred pred, std::chrono::milliseconds limit) {
   }
   return true;
 }
+
+/// A connection (`Ptr`: a shared or weak pointer to it) handed to its own state callback after
+/// `Connection::open` returned: set on the test's thread, taken on the handler thread, under a
+/// mutex (only the broker orders the two).
+template <class Ptr>
+class HostileSlot {
+ public:
+  void set(Ptr c) {
+    const std::lock_guard lock(mutex_);
+    conn_ = std::move(c);
+  }
+  /// The connection, which the slot no longer holds; empty if none was set or it was taken.
+  Ptr take() {
+    const std::lock_guard lock(mutex_);
+    return std::exchange(conn_, Ptr());
+  }
+
+ private:
+  std::mutex mutex_;
+  Ptr conn_;
+};
 
 /// What `Connection::open` says about `c` (no broker needed: the config is refused first).
 std::string refusal(const RabbitMQConfig& c) {
@@ -263,17 +285,19 @@ TEST_CASE("hostile: a state callback that throws, or closes its own connection",
     CHECK_NOTHROW(pub.publish(fresh("after-throw"), Message(std::string("x"))));
   }
   SECTION("closes the connection from inside: the outage ends, no deadlock") {
-    auto slot = std::make_shared<std::weak_ptr<Connection>>();
+    // Set after open() on this thread, read on the handler thread: only the broker (it closes
+    // the connection after the assignment) orders the two, so a mutex says so.
+    auto slot = std::make_shared<HostileSlot<std::weak_ptr<Connection>>>();
     std::promise<void> closed;
     cfg.recovery.on_state = [slot, &closed](const RecoveryEvent& e) {
       if (e.state != RecoveryState::recovering) return;
-      if (auto c = slot->lock()) {
+      if (auto c = slot->take().lock()) {
         c->close();
         closed.set_value();
       }
     };
     auto conn = Connection::open(cfg);
-    *slot = conn;
+    slot->set(conn);
     REQUIRE(eventually([&] { return kincir::test::close_connections_named(cfg.connection.connection_name) == 1; }, 5s));
     REQUIRE(closed.get_future().wait_for(10s) == std::future_status::ready);
     CHECK_FALSE(conn->is_open());
@@ -289,18 +313,20 @@ TEST_CASE("hostile: the last reference to a connection dropped inside its own st
           "[broker][hostile][recovery]") {
   auto cfg = node();
   cfg.connection.connection_name = fresh("kincir-hostile-drop");
-  auto holder = std::make_shared<std::shared_ptr<Connection>>();
+  auto holder = std::make_shared<HostileSlot<std::shared_ptr<Connection>>>();  // the only strong reference
   std::promise<void> dropped;
   cfg.recovery.on_state = [holder, &dropped](const RecoveryEvent& e) {
-    if (e.state != RecoveryState::recovering || !*holder) return;
-    holder->reset();  // the destructor runs here, on the handler thread (it used to join itself)
+    if (e.state != RecoveryState::recovering) return;
+    auto last = holder->take();
+    if (!last) return;
+    last.reset();  // the destructor runs here, on the handler thread (it used to join itself)
     dropped.set_value();
   };
   std::weak_ptr<Connection> weak;
   {
     auto conn = Connection::open(cfg);
     weak = conn;
-    *holder = std::move(conn);
+    holder->set(std::move(conn));
   }
   REQUIRE(eventually([&] { return kincir::test::close_connections_named(cfg.connection.connection_name) == 1; }, 5s));
   REQUIRE(dropped.get_future().wait_for(10s) == std::future_status::ready);
