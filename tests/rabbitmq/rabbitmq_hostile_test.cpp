@@ -25,6 +25,7 @@
 #include <vector>        // messages
 
 #include "broker_ctl.hpp"
+#include "node.hpp"
 #include "support/catch.hpp"
 #include "support/fault_proxy.hpp"
 
@@ -45,23 +46,10 @@ using kincir::rabbitmq::RecoveryState;
 namespace hostile_test {
 namespace {
 
-RabbitMQConfig node() {
-  RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(kincir::test::node_uri());
-  return c;
-}
-
-std::string fresh(const std::string& base) { return base + "." + kincir::Uuid::new_v4().to_string().substr(0, 8); }
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
+// The node's config, fresh names and polling: node.hpp.
+using kincir::test::eventually;
+using kincir::test::fresh;
+using kincir::test::node;
 
 /// A connection (`Ptr`: a shared or weak pointer to it) handed to its own state callback after
 /// `Connection::open` returned: set on the test's thread, taken on the handler thread, under a
