@@ -7,7 +7,8 @@
 #                          it started. With "tls", the node also listens for TLS (see below).
 #   broker.sh stop DIR     stops the node and epmd started in DIR, by pid (also when the node
 #                          died or a start was interrupted)
-#   broker.sh ctl DIR ARGS runs rabbitmqctl against that node
+#   broker.sh ctl DIR ARGS runs rabbitmqctl against that node (fails at once when its epmd is
+#                          not running)
 #   broker.sh kill DIR     SIGKILLs the node (not epmd): a crash, for the fault tests
 #   broker.sh restart DIR  starts the node again on its old data (after kill), waits for AMQP
 #   broker.sh run DIR PROGRAM [ARGS]
@@ -238,6 +239,12 @@ case "$cmd" in
     ;;
   ctl)
     shift 2
+    # Without the node's epmd there is no node to talk to, and rabbitmqctl would start an epmd
+    # daemon of its own on that port (it ignores -start_epmd false), which nothing stops.
+    if ! { [ -f "$dir/epmd.pid" ] && ours "$(cat "$dir/epmd.pid")" epmd; }; then
+      echo "broker.sh: no node runs in $dir (its epmd is not running)" >&2
+      exit 69
+    fi
     node_env
     exec "$bin/rabbitmqctl" -n rabbit@localhost "$@"
     ;;
