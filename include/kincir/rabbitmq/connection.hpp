@@ -722,6 +722,12 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     }
     batch_frames_ += frames;
     if (batch_frames_ < config_.read_batch_frames) return start_read();
+#if KINCIR_RABBITMQ_TLS
+    // A TLS read returns one record (at most 16 KiB of it), never a full read buffer: the read
+    // again at once that a full buffer gets is given while the TLS layer or the socket holds
+    // more, or batching would cap a TLS stream at a few records per interval.
+    if (tls_ && tls_has_more()) return start_read();
+#endif
     // No read is pending until the interval ends, but the socket would still report each arrival
     // to the reactor (a wake-up each): a low-water mark of a read buffer's worth keeps it quiet.
     std::error_code ignored;
@@ -736,6 +742,18 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
       self->start_read();
     }));
   }
+
+#if KINCIR_RABBITMQ_TLS
+  /// Whether a TLS read would return at once: decrypted bytes not yet read, ciphertext taken
+  /// from the socket and not yet decrypted, or bytes waiting in the socket.
+  bool tls_has_more() {
+    SSL* ssl = tls_->native_handle();
+    if (SSL_pending(ssl) > 0) return true;
+    if (BIO* in = SSL_get_rbio(ssl); in != nullptr && BIO_ctrl_pending(in) > 0) return true;
+    std::error_code ec;
+    return socket_.available(ec) > 0 && !ec;
+  }
+#endif
 
   void on_frame(const amqp::Frame& frame) {
     const amqp::Event ev = amqp::Event::received(frame);
