@@ -480,9 +480,12 @@ inline std::error_code check_topic(std::string_view topic) {
 /// matched to its publish through the `x-kincir-seq` header), or lost (`errc::message_lost`
 /// when the connection died, or the reply code that closed the channel, e.g.
 /// `reply_code::not_found`), or `errc::confirm_timeout` / `errc::connection_blocked` after
-/// `confirm_timeout`. A synchronous publish pipelines the whole batch and returns once every
-/// message has its outcome. At most `max_unconfirmed` messages (and `max_unconfirmed_bytes`)
-/// are unconfirmed; past that, publishes wait (asynchronous ones complete later).
+/// `confirm_timeout`; a message whose metadata would not fit in one frame (`frame_max`) is not
+/// sent (`kincir::errc::message_too_large`), nor is a cancelled asynchronous one
+/// (`asio::error::operation_aborted`, see `async_publish`). A synchronous publish pipelines the
+/// whole batch and returns once every message has its outcome. At most `max_unconfirmed`
+/// messages (and `max_unconfirmed_bytes`) are unconfirmed; past that, publishes wait
+/// (asynchronous ones complete later).
 ///
 /// On failure the batch vector holds exactly the messages that were not acked, in order (with
 /// RabbitMQ these need not be a prefix: one message of a batch can be nacked and the next acked).
