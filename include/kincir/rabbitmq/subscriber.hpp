@@ -614,6 +614,14 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
     channel_.reset();
     outstanding_.clear();
     consumer_tag_.clear();
+    // The channel's delivery tags mean nothing now: its handles are stale from this moment, not
+    // only once a new channel is open (an ack in between would report success and send nothing).
+    hand_over();  // what its last read delivered is buffered under the old generation first
+    {
+      const std::lock_guard lock(mutex_);
+      generation_.store(next_generation(), std::memory_order_release);
+      unacked_.clear();
+    }
     if (ec && !shut_down_ && cfg_.recovery.enabled) {
       if (conn_->recovering()) return;  // on_recovered consumes again
       if (ec.category() == reply_category() && is_soft_error(static_cast<reply_code>(ec.value())) &&
