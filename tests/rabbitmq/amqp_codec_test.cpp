@@ -472,6 +472,22 @@ TEST_CASE("small bodies are copied into the write buffer while it is small, larg
   }
 }
 
+TEST_CASE("a content header larger than frame_max is refused and leaves the buffer unchanged", "[amqp][content]") {
+  amqp::BasicProperties props;
+  props.headers = amqp::FieldTable{{"big", std::string(5000, 'h')}};
+  const std::vector<std::uint8_t> body(10, 1);
+  amqp::OutputBuffer out;
+  std::error_code ec;
+  amqp::encode_publish(out, 1, amqp::BasicPublish{}, amqp::BasicProperties{}, body, 4096, ec);
+  REQUIRE_FALSE(ec);
+  const std::size_t before = out.size();
+  amqp::encode_publish(out, 1, amqp::BasicPublish{}, props, body, 4096, ec);
+  CHECK(ec == errc::frame_too_large);
+  CHECK(out.size() == before);
+  amqp::encode_publish(out, 1, amqp::BasicPublish{}, props, body, 8192, ec);  // fits a larger frame_max
+  CHECK_FALSE(ec);
+}
+
 TEST_CASE("publish splits bodies at frame_max - 8 without copying them", "[amqp][content]") {
   std::vector<std::uint8_t> body(10000);
   for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<std::uint8_t>(i * 7);

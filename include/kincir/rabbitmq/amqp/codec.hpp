@@ -40,7 +40,8 @@ constexpr std::size_t max_body_chunk(std::uint32_t frame_max) noexcept {
 /// bytes each (none for an empty body). The body is borrowed (`out` only points at it) unless it
 /// is small enough to be copied (`OutputBuffer::copies_body`): either way it must stay alive
 /// until written.
-/// `frame_max` must be at least `kFrameMinSize` (or 0 for no limit).
+/// `frame_max` must be at least `kFrameMinSize` (or 0 for no limit). A header frame (the
+/// properties) larger than `frame_max` is `errc::frame_too_large`, and `out` is left unchanged.
 KINCIR_DECL void encode_content(OutputBuffer& out, std::uint16_t channel, const BasicProperties& properties,
                                 std::span<const std::uint8_t> body, std::uint32_t frame_max, std::error_code& ec) {
   ByteBuffer& bytes = out.bytes();
@@ -50,6 +51,9 @@ KINCIR_DECL void encode_content(OutputBuffer& out, std::uint16_t channel, const 
   encode_content_header(w, body.size(), properties);
   end_frame(bytes, start);
   ec = w.error();
+  // The header frame cannot be split: properties (headers) past frame_max would make the peer
+  // close the whole connection.
+  if (!ec && frame_max != 0 && bytes.size() - size > frame_max) ec = errc::frame_too_large;
   if (ec) {
     bytes.resize_down(size);
     return;
