@@ -16,6 +16,7 @@
 #include <vector>        // batches
 
 #include "broker_ctl.hpp"
+#include "node.hpp"  // node(), fresh(), eventually()
 #include "support/catch.hpp"
 
 using namespace std::chrono_literals;
@@ -31,16 +32,6 @@ namespace {
 
 std::string batching_text(const Message& m) { return std::string(m.payload.view()); }
 
-std::string batching_unique(const std::string& base) {
-  return base + "." + kincir::Uuid::new_v4().to_string().substr(0, 8);
-}
-
-RabbitMQConfig batching_config() {
-  RabbitMQConfig c = RabbitMQConfig::for_testing();
-  c.apply_uri(kincir::test::node_uri());
-  return c;
-}
-
 /// Publishes the numbers [from, to) in batches of 500.
 void batching_publish(RabbitMQPublisher& pub, const std::string& topic, int from, int to) {
   while (from < to) {
@@ -48,16 +39,6 @@ void batching_publish(RabbitMQPublisher& pub, const std::string& topic, int from
     for (int i = 0; i < 500 && from < to; ++i) batch.emplace_back(std::to_string(from++));
     pub.publish(topic, std::move(batch));
   }
-}
-
-template <class F>
-bool batching_eventually(F&& done, std::chrono::steady_clock::duration within) {
-  const auto until = std::chrono::steady_clock::now() + within;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
 }
 
 }  // namespace
@@ -79,12 +60,12 @@ TEST_CASE("read batching over TLS: a backlog drains, one TLS record per interval
   cfg.read_batch_interval = 100ms;
   cfg.prefetch = 1000;
   auto conn = Connection::open(cfg);
-  const std::string topic = batching_unique("batching-tls");
+  const std::string topic = kincir::test::fresh("batching-tls");
   RabbitMQSubscriber sub(conn);
   sub.subscribe(topic, "g");
   const int total = 20000;
   {
-    RabbitMQPublisher pub(Connection::open(batching_config()));
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
     batching_publish(pub, topic, 0, total);
   }
   const auto until = std::chrono::steady_clock::now() + 15s;
@@ -104,16 +85,16 @@ TEST_CASE("read batching: synchronous calls and publishes on a connection with a
           "[broker][batching]") {
   // Every read of the shared connection is held back 100 ms once it read a frame: declares,
   // consumes, confirms and the close handshake still complete, each at most an interval later.
-  auto cfg = batching_config();
+  auto cfg = kincir::test::node();
   cfg.read_batch_interval = 100ms;
   cfg.read_batch_frames = 1;
   auto conn = Connection::open(cfg);
-  const std::string hot = batching_unique("batching-hot");
+  const std::string hot = kincir::test::fresh("batching-hot");
   RabbitMQSubscriber consumer(conn);
   consumer.subscribe(hot);
   std::atomic<bool> stop{false};
   std::thread feeder([&] {
-    RabbitMQPublisher pub(Connection::open(batching_config()));
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
     int n = 0;
     while (!stop.load()) {
       batching_publish(pub, hot, n, n + 200);
@@ -127,7 +108,7 @@ TEST_CASE("read batching: synchronous calls and publishes on a connection with a
   RabbitMQPublisher pub(conn);  // confirms on the batched connection
   for (int i = 0; i < 10; ++i) {
     const auto started = std::chrono::steady_clock::now();
-    const std::string topic = batching_unique("batching-sync");
+    const std::string topic = kincir::test::fresh("batching-sync");
     RabbitMQSubscriber sub(conn);
     sub.subscribe(topic, "g");                      // channel open, declare, qos, consume: synchronous
     pub.publish(topic, Message(std::string("x")));  // waits for its confirm
@@ -147,7 +128,7 @@ TEST_CASE("read batching: synchronous calls and publishes on a connection with a
 
 TEST_CASE("read batching: many subscribers on one batched connection each get their stream in order",
           "[broker][batching]") {
-  auto cfg = batching_config();
+  auto cfg = kincir::test::node();
   cfg.read_batch_interval = 100ms;
   cfg.read_batch_frames = 1;
   auto conn = Connection::open(cfg);
@@ -156,11 +137,11 @@ TEST_CASE("read batching: many subscribers on one batched connection each get th
   std::vector<std::string> topics;
   std::vector<std::unique_ptr<RabbitMQSubscriber>> subs;
   for (int s = 0; s < kSubs; ++s) {
-    topics.push_back(batching_unique("batching-many"));
+    topics.push_back(kincir::test::fresh("batching-many"));
     subs.push_back(std::make_unique<RabbitMQSubscriber>(conn));
     subs.back()->subscribe(topics.back());
   }
-  RabbitMQPublisher pub(Connection::open(batching_config()));
+  RabbitMQPublisher pub(Connection::open(kincir::test::node()));
   for (int s = 0; s < kSubs; ++s) batching_publish(pub, topics[static_cast<std::size_t>(s)], 0, kEach);
   for (int s = 0; s < kSubs; ++s) {
     for (int i = 0; i < kEach; ++i) {
@@ -174,20 +155,20 @@ TEST_CASE("read batching: many subscribers on one batched connection each get th
 
 TEST_CASE("read batching: a connection the broker closes while a read is held back recovers, nothing lost",
           "[broker][batching][recovery]") {
-  auto cfg = batching_config();
-  const std::string name = batching_unique("kincir-batching-close");
+  auto cfg = kincir::test::node();
+  const std::string name = kincir::test::fresh("kincir-batching-close");
   cfg.connection.connection_name = name;
   cfg.read_batch_interval = 100ms;
   cfg.read_batch_frames = 1;
   cfg.recovery.initial_delay = 50ms;
   auto conn = Connection::open(cfg);
-  const std::string topic = batching_unique("batching-close");
+  const std::string topic = kincir::test::fresh("batching-close");
   RabbitMQSubscriber sub(conn);
   sub.subscribe(topic, "g");
   const int total = 10000;
   std::atomic<bool> closed{false};
   std::thread feeder([&] {  // a stream until after the close, and a little beyond
-    RabbitMQPublisher pub(Connection::open(batching_config()));
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
     for (int n = 0; n < total; n += 100) {
       batching_publish(pub, topic, n, n + 100);
       std::this_thread::sleep_for(closed.load() ? 1ms : 20ms);
@@ -208,22 +189,22 @@ TEST_CASE("read batching: a connection the broker closes while a read is held ba
   feeder.join();
   CHECK(closed.load());
   CHECK(seen.size() == static_cast<std::size_t>(total));
-  CHECK(batching_eventually([&] { return conn->recovery_stats().recovered >= 1; }, 15s));
+  CHECK(kincir::test::eventually([&] { return conn->recovery_stats().recovered >= 1; }, 15s));
   CHECK(conn->is_open());
 }
 
 TEST_CASE("read batching: unsubscribe and subscribe again under a stream lose nothing of a group",
           "[broker][batching][acks]") {
-  auto cfg = batching_config();
+  auto cfg = kincir::test::node();
   cfg.read_batch_interval = 20ms;
   cfg.read_batch_frames = 4;
   auto conn = Connection::open(cfg);
-  const std::string topic = batching_unique("batching-resub");
+  const std::string topic = kincir::test::fresh("batching-resub");
   RabbitMQSubscriber sub(conn);
   sub.subscribe(topic, "g");
   const int total = 5000;
   std::thread feeder([&] {
-    RabbitMQPublisher pub(Connection::open(batching_config()));
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
     for (int n = 0; n < total; n += 250) {
       batching_publish(pub, topic, n, n + 250);
       std::this_thread::sleep_for(10ms);
@@ -250,7 +231,7 @@ TEST_CASE("read batching: unsubscribe and subscribe again under a stream lose no
   feeder.join();
   CHECK(seen.size() == static_cast<std::size_t>(total));
   sub.unsubscribe();
-  CHECK(batching_eventually(
+  CHECK(kincir::test::eventually(
       [&] {
         return kincir::test::ctl("list_queues name messages messages_unacknowledged").find(topic + ".g\t0\t0") !=
                std::string::npos;
