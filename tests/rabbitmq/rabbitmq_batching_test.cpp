@@ -238,3 +238,124 @@ TEST_CASE("read batching: unsubscribe and subscribe again under a stream lose no
       },
       10s));
 }
+
+TEST_CASE("read batching: small prefetches keep a stream flowing and every automatic ack reaches the broker",
+          "[broker][batching][acks]") {
+  // Acks go out from a read once a quarter of the prefetch waits (at least one): with a prefetch
+  // of 1 or 3 the broker sends nothing more until they arrive, so a threshold above the prefetch
+  // would stall the stream until the ack timer, every few deliveries.
+  for (const std::uint16_t prefetch : {std::uint16_t{1}, std::uint16_t{3}, std::uint16_t{8}}) {
+    CAPTURE(prefetch);
+    auto cfg = kincir::test::node();
+    cfg.prefetch = prefetch;
+    auto conn = Connection::open(cfg);
+    const std::string topic = kincir::test::fresh("batching-prefetch");
+    RabbitMQSubscriber sub(conn);
+    sub.subscribe(topic, "g");
+    const int total = 3000;
+    std::thread feeder([&] {
+      RabbitMQPublisher pub(Connection::open(kincir::test::node()));
+      batching_publish(pub, topic, 0, total);
+    });
+    const auto started = std::chrono::steady_clock::now();
+    for (int i = 0; i < total; ++i) {
+      auto m = sub.receive_for(5s);
+      REQUIRE(m);
+      REQUIRE(batching_text(*m) == std::to_string(i));
+    }
+    feeder.join();
+    CHECK(std::chrono::steady_clock::now() - started < 30s);  // liveness, not speed
+    // Still subscribed: the last acks go out once deliveries stop.
+    CHECK(kincir::test::eventually(
+        [&] {
+          return kincir::test::ctl("list_queues name messages messages_unacknowledged").find(topic + ".g\t0\t0") !=
+                 std::string::npos;
+        },
+        10s));
+  }
+}
+
+TEST_CASE("read batching: large bodies under a stream arrive intact while the read buffer grows",
+          "[broker][batching]") {
+  // 96 KiB bodies, each a pattern of its own, from a second connection: a held-back read takes
+  // several frames and a partial one; reads that fill the buffer grow it (to 512 KiB) and the
+  // low-water mark follows the buffer's free space.
+  auto conn = Connection::open(kincir::test::node());
+  const std::string topic = kincir::test::fresh("batching-large");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic, "g");
+  constexpr int kTotal = 300;
+  constexpr std::size_t kSize = std::size_t{96} * 1024;
+  const auto body_of = [](int n) {
+    std::string s(kSize, '\0');
+    for (std::size_t i = 0; i < s.size(); ++i)
+      s[i] = static_cast<char>((i * 31 + static_cast<std::size_t>(n) * 7) & 0xff);
+    return s;
+  };
+  std::thread feeder([&] {
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
+    for (int n = 0; n < kTotal; n += 20) {
+      std::vector<Message> batch;
+      for (int i = n; i < n + 20; ++i) batch.push_back(Message(body_of(i)).with_metadata("n", std::to_string(i)));
+      pub.publish(topic, std::move(batch));
+    }
+  });
+  int intact = 0;
+  for (int i = 0; i < kTotal; ++i) {
+    auto m = sub.receive_for(10s);
+    REQUIRE(m);
+    REQUIRE(m->metadata.get("n") == std::to_string(i));
+    intact += batching_text(*m) == body_of(i) ? 1 : 0;
+  }
+  feeder.join();
+  CHECK(intact == kTotal);
+  CHECK(conn->is_open());
+}
+
+TEST_CASE("read batching: a publisher on a connection batching a stream gets every confirm, small window or large",
+          "[broker][batching]") {
+  // Confirms of many messages count toward read batching, except where one read's confirms come
+  // near the window: a window of 4 gets its reads at once, a window of 1024 is batched. Each
+  // shares its connection with a consumer of a stream that keeps the reads held back.
+  const std::string hot = kincir::test::fresh("batching-window-hot");
+  std::atomic<bool> stop{false};
+  std::thread feeder([&] {
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
+    int n = 0;
+    while (!stop.load()) {
+      batching_publish(pub, hot, n, n + 500);
+      n += 500;
+    }
+  });
+  for (const std::size_t window : {std::size_t{4}, std::size_t{1024}}) {
+    CAPTURE(window);
+    auto cfg = kincir::test::node();
+    cfg.max_unconfirmed = window;
+    auto conn = Connection::open(cfg);
+    RabbitMQSubscriber consumer(conn);
+    consumer.subscribe(hot);  // fan-out: its own queue, the stream from now on
+    std::atomic<bool> drained{false};
+    std::atomic<int> streamed{0};
+    std::thread drainer([&] {
+      while (!drained.load()) streamed += consumer.receive_for(50ms) ? 1 : 0;
+    });
+    REQUIRE(kincir::test::eventually([&] { return streamed.load() > 1000; }, 10s));
+    const std::string topic = kincir::test::fresh("batching-window");
+    RabbitMQSubscriber sub(Connection::open(kincir::test::node()));
+    sub.subscribe(topic, "g");
+    RabbitMQPublisher pub(conn);
+    const auto started = std::chrono::steady_clock::now();
+    batching_publish(pub, topic, 0, 3000);                    // throws unless every message is confirmed
+    CHECK(std::chrono::steady_clock::now() - started < 30s);  // liveness, not speed
+    for (int i = 0; i < 3000; ++i) {
+      auto m = sub.receive_for(5s);
+      REQUIRE(m);
+      REQUIRE(batching_text(*m) == std::to_string(i));
+    }
+    drained = true;
+    drainer.join();
+    CHECK(conn->is_open());
+  }
+  stop = true;
+  feeder.join();
+}

@@ -50,6 +50,7 @@
 #include <cstring>             // std::memmove for the read buffer
 #include <deque>               // pending calls
 #include <functional>          // channel callbacks
+#include <limits>              // the socket's low-water mark
 #include <memory>              // shared ownership with the strand's handlers
 #include <mutex>               // status read from any thread
 #include <optional>            // the running handshake/close algorithm
@@ -57,7 +58,7 @@
 #include <string>              // diagnostics
 #include <system_error>        // std::error_code
 #include <thread>              // the I/O thread
-#include <utility>             // std::move, std::swap
+#include <utility>             // std::move, std::swap, std::exchange
 #include <vector>              // channels, buffers
 
 namespace kincir::rabbitmq {
@@ -350,6 +351,14 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   /// Ends the turn: every channel's frames go into the next write.
   void end_turn() { do_write(); }
 
+  /// Read batching: the frames just routed stood for `n` more units of work than one each (a
+  /// confirm of many messages is one frame). They count toward `read_batch_frames`.
+  void add_read_weight(std::size_t n) noexcept { read_weight_ += n; }
+
+  /// Read batching: the next read goes at once even under a stream (a publisher whose window
+  /// would run dry while its confirms wait in the socket).
+  void read_promptly() noexcept { read_promptly_ = true; }
+
   /// A protocol error on a channel or the connection: connection.close with its reply code.
   void protocol_error(std::error_code ec, const std::string& text) {
     if (phase_ != Phase::open) return fail(ec);
@@ -365,6 +374,9 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
 
  private:
   static constexpr std::size_t kInitialReadBuffer = std::size_t{64} * 1024;
+  /// A read that fills the buffer doubles it up to this (a larger frame grows it further): under
+  /// a stream one batched read takes an interval's worth, not a buffer's worth and then another.
+  static constexpr std::size_t kMaxReadBuffer = std::size_t{512} * 1024;
   static constexpr std::size_t kMaxSpares = 64;
 
   template <class F>
@@ -705,6 +717,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
       rbegin_ = 0;
     }
     if (needed > rbuf_.size()) rbuf_.resize(needed);
+    if (filled && rbuf_.size() < kMaxReadBuffer) rbuf_.resize(std::min(rbuf_.size() * 2, kMaxReadBuffer));
     do_write();
     next_read(frames, filled);
   }
@@ -713,14 +726,17 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   /// within the current interval, the next read waits for the interval's end; otherwise it
   /// starts at once.
   void next_read(std::size_t frames, bool filled) {
+    const std::size_t weight = frames + std::exchange(read_weight_, 0);
+    const bool promptly = std::exchange(read_promptly_, false);
     const auto interval = config_.read_batch_interval;
-    if (interval.count() <= 0 || config_.read_batch_frames == 0 || phase_ != Phase::open || filled) return start_read();
+    if (interval.count() <= 0 || config_.read_batch_frames == 0 || phase_ != Phase::open || filled || promptly)
+      return start_read();
     const auto now = detail::clock::now();
     if (now - batch_start_ >= interval) {
       batch_start_ = now;
       batch_frames_ = 0;
     }
-    batch_frames_ += frames;
+    batch_frames_ += weight;
     if (batch_frames_ < config_.read_batch_frames) return start_read();
 #if KINCIR_RABBITMQ_TLS
     // A TLS read returns one record (at most 16 KiB of it), never a full read buffer: the read
@@ -729,9 +745,12 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     if (tls_ && tls_has_more()) return start_read();
 #endif
     // No read is pending until the interval ends, but the socket would still report each arrival
-    // to the reactor (a wake-up each): a low-water mark of a read buffer's worth keeps it quiet.
+    // to the reactor (a wake-up each): a low-water mark of the buffer's free space keeps it quiet
+    // until a read would fill the buffer.
+    const std::size_t room = std::min<std::size_t>(rbuf_.size() - rend_, std::numeric_limits<int>::max());
     std::error_code ignored;
-    socket_.set_option(asio::socket_base::receive_low_watermark(static_cast<int>(kInitialReadBuffer)), ignored);
+    socket_.set_option(asio::socket_base::receive_low_watermark(static_cast<int>(std::max<std::size_t>(room, 1))),
+                       ignored);
     read_timer_.expires_at(batch_start_ + interval);
     read_timer_.async_wait(on_strand([self = shared_from_this(), epoch = epoch_](std::error_code ec) {
       if (ec || epoch != self->epoch_ || self->phase_ == Phase::closed) return;
@@ -1045,7 +1064,9 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   std::size_t rbegin_ = 0;
   std::size_t rend_ = 0;
   detail::clock::time_point batch_start_{};  // the current read-batching interval
-  std::size_t batch_frames_ = 0;             // frames read in it
+  std::size_t batch_frames_ = 0;             // frames (and read weight) read in it
+  std::size_t read_weight_ = 0;              // add_read_weight since the last read
+  bool read_promptly_ = false;               // read_promptly since the last read
 
   std::vector<amqp::OutputBuffer> queued_;
   std::vector<amqp::OutputBuffer> writing_;

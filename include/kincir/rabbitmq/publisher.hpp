@@ -363,6 +363,8 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
 
   void on_confirm(const std::vector<amqp::TagRange>& ranges, std::error_code ec) {
     if (ec == errc::message_lost && conn_->recovering()) return keep_for_resend(ranges);
+    std::size_t confirmed = 0;
+    std::size_t confirmed_bytes = 0;
     for (const auto& r : ranges) {
       for (std::uint64_t tag = r.first; tag <= r.last; ++tag) {
         if (tag < first_tag_ || tag - first_tag_ >= unconfirmed_.size()) continue;
@@ -370,6 +372,8 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
         if (!e.batch) continue;
         --inflight_;
         inflight_bytes_ -= e.bytes;
+        ++confirmed;
+        confirmed_bytes += e.bytes;
         const std::error_code outcome = e.returned && !ec ? std::error_code(errc::message_returned) : ec;
         auto batch = std::move(e.batch);
         settle_one(*batch, e.index, outcome);
@@ -379,6 +383,14 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
       unconfirmed_.pop_front();
       ++first_tag_;
     }
+    // Read batching: a confirm of many messages counts as that many frames, so a stream of
+    // confirms is read once per interval. Not once a read confirms more than an eighth of the
+    // window (count or bytes): confirms held in the socket for an interval could leave the
+    // window idle, the publisher waiting on them.
+    if (confirmed * 8 > cfg_.max_unconfirmed || confirmed_bytes * 8 > cfg_.max_unconfirmed_bytes)
+      conn_->read_promptly();
+    else if (confirmed > 1)
+      conn_->add_read_weight(confirmed - 1);
     pump();
     conn_->end_turn();
   }

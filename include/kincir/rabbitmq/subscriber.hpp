@@ -497,13 +497,15 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
     staged_.push_back(std::move(r));
     // One hand-over and one wake-up per read, not per delivery: this runs after the frames of
     // this read are routed (a posted handler runs after the current one). It also sends the
-    // automatic acks the receiver produced meanwhile and keeps the ack timer going.
+    // automatic acks the receiver produced meanwhile once a quarter of the prefetch waits (one
+    // ack write, and one wake-up of the broker, per read would cost more than the read) and
+    // keeps the ack timer going.
     if (turn_posted_) return;
     turn_posted_ = true;
     asio::post(conn_->strand(), [self = shared_from_this()] {
       self->turn_posted_ = false;
       self->hand_over();
-      self->flush_settlements();
+      self->flush_settlements(std::max<std::size_t>(1, self->cfg_.prefetch / 4));
       self->arm_ack_timer();
     });
   }
@@ -650,12 +652,14 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
 
   /// Sends the queued settlements: acks that complete a prefix of the outstanding deliveries go
   /// as one `multiple` ack, the rest one by one; nacks and rejects at once. Settlements of an
-  /// earlier channel generation are dropped: their tags mean nothing to the broker now.
-  void flush_settlements() {
+  /// earlier channel generation are dropped: their tags mean nothing to the broker now. With
+  /// `at_least`, nothing happens while fewer settlements wait.
+  void flush_settlements(std::size_t at_least = 0) {
     // The two vectors trade storage, so neither reallocates once grown (no allocation per batch).
     std::vector<Settlement>& batch = settling_;
     {
       const std::lock_guard lock(mutex_);
+      if (at_least != 0 && settlements_.size() < at_least) return;
       batch.swap(settlements_);
       settle_posted_ = false;
     }
