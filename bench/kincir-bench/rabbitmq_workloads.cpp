@@ -175,7 +175,7 @@ void check(bool ok, const char* what) {
 
 Side kincir_publish(std::size_t window) {
   rmq::RabbitMQPublisher pub(rmq::Connection::open(kincir_config(window)));
-  pub.publish(queue_name(), kincir::Message(std::string("warm-up")));  // channel, confirm.select, declare
+  pub.publish(queue_name(), kincir::Message(std::string("warm-up")));     // channel, confirm.select, declare
   return measure([&] { pub.publish(queue_name(), kincir_messages()); });  // built in the timed part
 }
 
