@@ -205,9 +205,12 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
     method.mandatory = cfg_.mandatory;
     const std::uint64_t seq = cfg_.confirms ? st.confirms.next_tag() : 0;
     const amqp::BasicProperties props = properties_for(m, cfg_, cfg_.mandatory ? seq : 0, possible_duplicate);
-    if (header_too_large(m, props, st.frame_max)) return settle_one(*batch, index, kincir::errc::message_too_large);
     std::error_code ec;
     const std::uint64_t tag = amqp::publish(st, method, props, m.payload.span(), ec);
+    // A content header (the metadata become headers) larger than a frame is refused by the codec
+    // before anything is written: the broker would close the whole connection over it, and the
+    // republish after the recovery would close it again. That message alone fails.
+    if (ec == errc::frame_too_large) ec = kincir::errc::message_too_large;
     if (ec) return settle_one(*batch, index, ec);
     if (possible_duplicate) republished_.fetch_add(1, std::memory_order_relaxed);
     channel_->keep(m.payload);
@@ -217,22 +220,6 @@ class PublisherCore final : public std::enable_shared_from_this<PublisherCore>, 
     unconfirmed_.push_back(Entry{batch, index, m.payload.size(), false});
     ++inflight_;
     inflight_bytes_ += m.payload.size();
-  }
-
-  /// Whether the content header of `m` (its metadata become headers) would not fit in one frame
-  /// of `frame_max`: the broker closes the whole connection over such a frame (frame_error), and
-  /// the republish after the recovery would close it again. Measured only when a bound on its
-  /// size (string headers: key + value + 6 bytes each) says it might not fit.
-  static bool header_too_large(const Message& m, const amqp::BasicProperties& props, std::uint32_t frame_max) {
-    if (frame_max == 0) return false;
-    const std::size_t room = frame_max - amqp::kFrameOverhead;
-    std::size_t bound = 256;  // the fixed properties, the body size, kincir's own headers
-    for (const auto& [key, value] : m.metadata) bound += key.size() + value.size() + 6;
-    if (bound <= room) return false;
-    amqp::ByteBuffer scratch;
-    amqp::detail::WireWriter w(scratch);
-    amqp::encode_content_header(w, m.payload.size(), props);
-    return !w.error() && scratch.size() > room;
   }
 
   Entry take_resend() {
