@@ -490,3 +490,102 @@ TEST_CASE("hostile4: heartbeats of 1 s with every read held back 100 ms keep an 
   conn->close();
   CHECK_FALSE(conn->is_open());
 }
+
+// The `multiple` ack used to name the last entry of the acked prefix even when that delivery was
+// settled already (acked alone past a gap, nacked, rejected): the broker closed the channel with
+// 406 "unknown delivery tag" and redelivered what had been acked.
+
+TEST_CASE("hostile4: out-of-order explicit acks (ack 2, then ack 1) keep the channel", "[broker][hostile4][acks]") {
+  auto cfg = kincir::test::node();
+  cfg.prefetch = 10;
+  auto conn = Connection::open(cfg);
+  const std::string topic = kincir::test::fresh("h4-out-of-order");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic, "g");
+  {
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
+    h4_publish(pub, topic, 0, 3);
+  }
+  auto r1 = sub.receive_with_ack_for(5s);
+  REQUIRE(r1);
+  auto r2 = sub.receive_with_ack_for(5s);
+  REQUIRE(r2);
+  sub.ack(r2->second);  // past a gap: a single ack of tag 2
+  std::this_thread::sleep_for(200ms);
+  sub.ack(r1->second);  // closes the gap: ack(1, multiple), never ack(2, multiple)
+  std::this_thread::sleep_for(500ms);
+  auto r3 = sub.receive_with_ack_for(5s);
+  REQUIRE(r3);
+  CHECK(h4_text(r3->first) == "2");  // not a redelivery of "0"
+  CHECK(sub.recoveries() == 0);
+  sub.ack(r3->second);
+  CHECK(h4_counts_become(topic + ".g", 0, 0, 10s));
+}
+
+TEST_CASE("hostile4: an automatic ack and a reject in one flush keep the channel", "[broker][hostile4][acks]") {
+  auto cfg = kincir::test::node();
+  cfg.prefetch = 10;
+  auto conn = Connection::open(cfg);
+  const std::string topic = kincir::test::fresh("h4-ack-reject");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic, "g");
+  {
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
+    h4_publish(pub, topic, 0, 4);
+  }
+  REQUIRE(kincir::test::eventually([&] { return sub.buffered_bytes() == 4; }, 10s));
+  auto m1 = sub.try_receive();  // its automatic ack waits (fewer than prefetch / 4)
+  REQUIRE(m1);
+  auto r2 = sub.receive_with_ack_for(1s);
+  REQUIRE(r2);
+  sub.reject(r2->second, false);  // the flush: [ack 1, reject 2]
+  std::this_thread::sleep_for(500ms);
+  std::error_code ec;
+  auto m3 = sub.receive_for(2s, ec);
+  CHECK(m3);
+  CHECK_FALSE(ec);
+  auto m4 = sub.receive_for(2s, ec);
+  CHECK(m4);
+  CHECK(sub.recoveries() == 0);
+  CHECK(h4_counts_become(topic + ".g", 0, 0, 10s));
+}
+
+TEST_CASE("hostile4: automatic acks, explicit acks and rejects mixed at prefetch 4 keep the channel",
+          "[broker][hostile4][acks]") {
+  auto cfg = kincir::test::node();
+  cfg.prefetch = 4;
+  auto conn = Connection::open(cfg);
+  const std::string topic = kincir::test::fresh("h4-mixed");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic, "g");
+  constexpr int kTotal = 600;
+  {
+    RabbitMQPublisher pub(Connection::open(kincir::test::node()));
+    h4_publish(pub, topic, 0, kTotal);
+  }
+  int got = 0;
+  bool in_order = true;
+  for (int i = 0; i < kTotal; ++i) {
+    std::error_code ec;
+    if (i % 5 == 4) {
+      auto m = sub.receive_for(5s, ec);
+      REQUIRE_FALSE(ec);
+      in_order = in_order && h4_text(*m) == std::to_string(i);
+    } else {
+      auto r = sub.receive_with_ack_for(5s, ec);
+      REQUIRE_FALSE(ec);
+      in_order = in_order && h4_text(r->first) == std::to_string(i);
+      if (i % 5 == 2)
+        sub.reject(r->second, false, ec);
+      else
+        sub.ack(r->second, ec);
+      REQUIRE_FALSE(ec);
+    }
+    ++got;
+  }
+  CHECK(got == kTotal);
+  CHECK(in_order);  // no redelivery came in between
+  CHECK(sub.recoveries() == 0);
+  CHECK(conn->is_open());
+  CHECK(h4_counts_become(topic + ".g", 0, 0, 10s));
+}

@@ -687,11 +687,16 @@ class SubscriberCore final : public std::enable_shared_from_this<SubscriberCore>
         amqp::reject(st, tag, false, ec);
       o->acked = o->sent = true;
     }
+    // The `multiple` ack names the prefix's last unsent ack, not its last entry: a tag already
+    // settled (nacked, rejected, acked alone past a gap) is unknown to the broker, which would
+    // close the channel (406) and redeliver what was acked.
     std::uint64_t prefix = 0;
     std::size_t in_prefix = 0;  // acks marked now that the `multiple` ack covers
     while (!outstanding_.empty() && outstanding_.front().acked) {
-      prefix = outstanding_.front().tag;
-      if (!outstanding_.front().sent) ++in_prefix;
+      if (!outstanding_.front().sent) {
+        prefix = outstanding_.front().tag;
+        ++in_prefix;
+      }
       outstanding_.pop_front();
     }
     if (in_prefix != 0) amqp::ack(st, prefix, true, ec);
