@@ -167,6 +167,49 @@ TEST_CASE("connection.blocked: publishers pause with a deadline, the state is vi
   CHECK_FALSE(ec);
 }
 
+TEST_CASE("a blocked connection: unsubscribe and Channel::close return within call_timeout and the ids stay taken",
+          "[broker][blocked]") {
+  // RabbitMQ stops reading a blocked connection: close-ok does not come before the alarm clears.
+  // unsubscribe() used to wait for it (a router's close with it).
+  auto cfg = node_config();
+  cfg.confirm_timeout = 1s;
+  cfg.call_timeout = 1500ms;
+  auto conn = Connection::open(cfg);
+  const std::string topic = fresh("blocked-close");
+  RabbitMQSubscriber sub(conn);
+  sub.subscribe(topic, "g");
+  auto raw = conn->open_channel();
+  RabbitMQPublisher pub(conn);
+  pub.publish(topic, Message(std::string("before the alarm")));
+  REQUIRE(sub.receive_for(5s));
+  std::error_code ec;
+  {
+    MemoryAlarm alarm;
+    REQUIRE(alarm.raised);
+    pub.publish(topic, Message(std::string("under the alarm")), ec);  // blocks the connection
+    REQUIRE(eventually([&] { return conn->blocked(); }, 5s));
+    auto start = std::chrono::steady_clock::now();
+    sub.unsubscribe();
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+    start = std::chrono::steady_clock::now();
+    raw->close(ec);
+    CHECK(ec == kincir::rabbitmq::errc::call_timeout);
+    CHECK(std::chrono::steady_clock::now() - start < 5s);
+    CHECK_FALSE(raw->is_open());
+    CHECK(conn->is_open());
+  }
+  REQUIRE(eventually([&] { return !conn->blocked(); }, 10s));
+  // The close-oks arrive once the broker reads again; the connection and new channels work.
+  sub.subscribe(topic, "g");
+  auto m = sub.receive_for(5s);  // "under the alarm", or a redelivery of the first
+  CHECK(m);
+  auto again = conn->open_channel();
+  amqp::QueueDeclare q;
+  q.exclusive = true;
+  CHECK_NOTHROW(again->call(q));
+  CHECK(conn->is_open());
+}
+
 TEST_CASE("a subscriber's buffer is bounded in bytes: the consumer pauses and resumes", "[broker][buffer]") {
   auto cfg = node_config();
   cfg.prefetch = 50;

@@ -163,7 +163,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
     return r;
   }
 
-  /// Closes the channel and waits for close-ok (at most `call_timeout`).
+  /// Closes the channel and waits for close-ok, at most `call_timeout` (`errc::call_timeout`; the
+  /// broker may be blocking the connection). A channel given up on keeps its id until close-ok
+  /// comes or the connection closes, so a new channel never receives the old one's frames.
   void close(std::error_code& ec);
   void close() {
     std::error_code ec;
@@ -186,7 +188,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   /// completes at once.
   template <class M>
   void async_call(const M& m, Completion done);
-  /// Sends channel.close; `done` runs when the channel is closed.
+  /// Sends channel.close; `done` runs when the channel is closed, or after `call_timeout` without
+  /// close-ok (then at once for later calls).
   void async_close(std::function<void()> done);
   /// Keeps `body` alive until the frames written this turn are on the wire.
   void keep(const Bytes& body);
@@ -209,6 +212,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   ChannelEvents events_;
   std::deque<std::shared_ptr<Call>> calls_;
   std::vector<std::function<void()>> close_waiters_;
+  std::unique_ptr<asio::steady_timer> close_timer_;  // async_close's deadline
+  bool close_gave_up_ = false;                       // it passed without close-ok
   std::atomic<bool> open_{false};
   bool dirty_ = false;
   mutable std::mutex mutex_;
@@ -1172,8 +1177,22 @@ void Channel::async_call(const M& m, Completion done) {
 }
 
 KINCIR_DECL void Channel::async_close(std::function<void()> done) {
-  if (st_.phase == amqp::ChannelPhase::closed) return done();
+  if (st_.phase == amqp::ChannelPhase::closed || close_gave_up_) return done();
   close_waiters_.push_back(std::move(done));
+  const auto timeout = core_->config().call_timeout;
+  if (!close_timer_ && timeout.count() > 0) {
+    // A broker that blocks the connection (a resource alarm) stops reading it: close-ok would
+    // not come before the alarm clears, and unsubscribe() or a publisher's destructor would
+    // hang until then.
+    close_timer_ = std::make_unique<asio::steady_timer>(core_->strand(), timeout);
+    close_timer_->async_wait(asio::bind_executor(core_->strand(), [self = shared_from_this()](std::error_code ec) {
+      if (ec || self->st_.phase == amqp::ChannelPhase::closed) return;
+      self->close_gave_up_ = true;
+      auto waiters = std::move(self->close_waiters_);
+      self->close_waiters_.clear();
+      for (auto& w : waiters) w();
+    }));
+  }
   if (st_.phase == amqp::ChannelPhase::closing) return;
   std::error_code ec;
   open_.store(false, std::memory_order_release);
@@ -1236,6 +1255,7 @@ KINCIR_DECL void Channel::handle(const amqp::Action& a) {
       fail_calls(why);
       core_->release(*this);
       if (events_.on_closed) events_.on_closed(a.ec);
+      if (close_timer_) close_timer_->cancel();
       auto waiters = std::move(close_waiters_);
       close_waiters_.clear();
       for (auto& w : waiters) w();
@@ -1261,7 +1281,10 @@ amqp::Method Channel::call(const M& m, std::error_code& ec) {
 KINCIR_DECL void Channel::close(std::error_code& ec) {
   auto waiter = std::make_shared<detail::Waiter<int>>();
   asio::post(core_->strand(), [self = shared_from_this(), waiter] {
-    self->async_close([waiter] { waiter->set({}, 0); });
+    self->async_close([weak = self->weak_from_this(), waiter] {
+      const auto ch = weak.lock();
+      waiter->set(!ch || ch->st_.phase == amqp::ChannelPhase::closed ? std::error_code() : errc::call_timeout, 0);
+    });
     self->core_->end_turn();
   });
   waiter->wait(ec);
