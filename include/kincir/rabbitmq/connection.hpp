@@ -371,10 +371,20 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     begin_close(static_cast<std::uint16_t>(amqp::reply_code_for(ec)), text, ec);
   }
 
-  void release(Channel& ch) {
+  /// `ch` closed: its id is free. `by_server`: the broker closed it (we answered close-ok), and
+  /// what the broker sent on it before reading our close-ok still comes (RabbitMQ forwards the
+  /// deliveries its queues had already handed to the channel after its channel.close): frames on
+  /// that id are dropped, not a connection error, until the id is opened again.
+  void release(Channel& ch, bool by_server) {
     stage(ch.st_.out);
     const auto id = ch.st_.id;
-    if (id < channels_.size() && channels_[id].get() == &ch) channels_[id].reset();
+    if (id < channels_.size() && channels_[id].get() == &ch) {
+      channels_[id].reset();
+      if (by_server) {
+        if (id >= server_closed_.size()) server_closed_.resize(id + 1);
+        server_closed_[id] = true;
+      }
+    }
   }
 
  private:
@@ -803,6 +813,8 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
       }
     }
     Channel* ch = frame.channel < channels_.size() ? channels_[frame.channel].get() : nullptr;
+    if (ch == nullptr && frame.channel < server_closed_.size() && server_closed_[frame.channel])
+      return;  // sent by the broker before it read our close-ok: stale
     if (ch == nullptr)
       return protocol_error(reply_code::channel_error,
                             "frame on channel " + std::to_string(frame.channel) + ", which is not open");
@@ -933,6 +945,7 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     const std::error_code ec = error_ ? error_ : std::error_code(errc::connection_closed);
     auto channels = std::move(channels_);
     channels_.clear();
+    server_closed_.clear();
     for (auto& ch : channels) {
       if (!ch) continue;
       ch->handle(amqp::abandon(ch->st_, ec));
@@ -1082,6 +1095,8 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
   bool write_in_progress_ = false;
 
   std::vector<std::shared_ptr<Channel>> channels_;
+  /// Ids the broker closed and not opened since: its frames sent before our close-ok are dropped.
+  std::vector<bool> server_closed_;
   std::vector<std::shared_ptr<Channel>> dirty_;
 
   std::atomic<bool> open_{false};
@@ -1099,10 +1114,18 @@ KINCIR_DECL void ConnectionCore::async_open_channel(
     ChannelEvents events, std::function<void(std::error_code, std::shared_ptr<Channel>)> done) {
   if (phase_ != Phase::open) return done(errc::connection_closed, nullptr);
   const std::size_t max = conn_.tuning.channel_max == 0 ? amqp::kMaxChannelId : conn_.tuning.channel_max;
+  // An id the broker closed comes last: what it sent on it before our close-ok may still be on
+  // the way, and would reach the new channel (a stale delivery before its open-ok).
+  const auto closed_by_server = [this](std::size_t i) { return i < server_closed_.size() && server_closed_[i]; };
   std::size_t id = 1;
-  while (id < channels_.size() && channels_[id]) ++id;
+  while (id < channels_.size() && (channels_[id] || closed_by_server(id))) ++id;
+  if (id > max) {
+    id = 1;
+    while (id < channels_.size() && channels_[id]) ++id;
+  }
   if (id > max) return done(errc::too_many_channels, nullptr);
   if (id >= channels_.size()) channels_.resize(id + 1);
+  if (closed_by_server(id)) server_closed_[id] = false;
   auto ch = std::make_shared<Channel>(shared_from_this(), static_cast<std::uint16_t>(id), conn_.tuning.frame_max,
                                       std::move(events));
   channels_[id] = ch;
@@ -1253,7 +1276,9 @@ KINCIR_DECL void Channel::handle(const amqp::Action& a) {
                                             : why);
       st_.settled.clear();
       fail_calls(why);
-      core_->release(*this);
+      // An error code with the connection open: the broker closed the channel (also when its
+      // close crossed ours, which is harmless here).
+      core_->release(*this, a.ec && core_->phase() == detail::ConnectionCore::Phase::open);
       if (events_.on_closed) events_.on_closed(a.ec);
       if (close_timer_) close_timer_->cancel();
       auto waiters = std::move(close_waiters_);
