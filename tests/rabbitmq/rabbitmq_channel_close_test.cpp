@@ -54,12 +54,18 @@ TEST_CASE("deliveries the broker sends after closing a channel with 406 leave th
     auto closed = std::make_shared<std::promise<std::error_code>>();
     auto core = conn->core();
     ChannelEvents events;
-    events.on_delivery = [holder, deliveries, core](amqp::Delivery& d) {
+    // Weak: the channel owns its events, and a strong capture of the holder would keep the
+    // channel (and through it the connection) alive for ever.
+    events.on_delivery = [weak_holder = std::weak_ptr(holder), deliveries,
+                          weak_core = std::weak_ptr(core)](amqp::Delivery& d) {
       // The fourth delivery fills the prefetch: reject it (the queue sends the next one at once)
       // and, in the same write, ack a tag the broker never sent (it closes the channel with 406).
       if (deliveries->fetch_add(1) + 1 != 4) return;
       const std::uint64_t tag = d.delivery_tag;
-      asio::post(core->strand(), [holder, core, tag] {
+      auto strong_core = weak_core.lock();
+      auto strong_holder = weak_holder.lock();
+      if (!strong_core || !strong_holder) return;
+      asio::post(strong_core->strand(), [holder = strong_holder, core = strong_core, tag] {
         auto& ch = *holder;
         std::error_code ec;
         amqp::reject(ch->state(), tag, false, ec);
