@@ -241,9 +241,10 @@ TEST_CASE("read batching: unsubscribe and subscribe again under a stream lose no
 
 TEST_CASE("read batching: small prefetches keep a stream flowing and every automatic ack reaches the broker",
           "[broker][batching][acks]") {
-  // Acks go out from a read once a quarter of the prefetch waits (at least one): with a prefetch
-  // of 1 or 3 the broker sends nothing more until they arrive, so a threshold above the prefetch
-  // would stall the stream until the ack timer, every few deliveries.
+  // Acks go out from a read once a quarter of the prefetch waits (at least one), and the receiver
+  // posts them at half: with a prefetch of 1 or 3 the broker sends nothing more until they
+  // arrive. A liveness check of the ack paths together (the receiver's post alone would keep
+  // this stream going): the stream ends and every ack reaches the broker.
   for (const std::uint16_t prefetch : {std::uint16_t{1}, std::uint16_t{3}, std::uint16_t{8}}) {
     CAPTURE(prefetch);
     auto cfg = kincir::test::node();

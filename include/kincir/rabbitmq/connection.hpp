@@ -737,9 +737,9 @@ class ConnectionCore : public std::enable_shared_from_this<ConnectionCore> {
     next_read(frames, filled);
   }
 
-  /// Read batching (`RabbitMQConfig::read_batch_interval`): once `read_batch_frames` frames came
-  /// within the current interval, the next read waits for the interval's end; otherwise it
-  /// starts at once.
+  /// Read batching (`RabbitMQConfig::read_batch_interval`): once `read_batch_frames` frames (plus
+  /// `add_read_weight`) came within the current interval, the next read waits for the interval's
+  /// end; otherwise, or after `read_promptly` or a read that filled the buffer, it starts at once.
   void next_read(std::size_t frames, bool filled) {
     const std::size_t weight = frames + std::exchange(read_weight_, 0);
     const bool promptly = std::exchange(read_promptly_, false);
